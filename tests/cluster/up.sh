@@ -33,13 +33,23 @@ apiserver_ready() {
 node_ready() {
   [[ "$(kc get node "$WEIR_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
+kubelet_healthy() {
+  curl -sf --max-time 2 http://127.0.0.1:10248/healthz >/dev/null
+}
+# node Ready with a heartbeat from the current kubelet (after a down/up the
+# node object still says Ready from before, until the grace period runs out)
+node_ready_since() { # RFC3339 UTC timestamp
+  local s
+  s="$(kc get node "$WEIR_NODE_NAME" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null)"
+  [[ "${s%% *}" == True && ! "${s#* }" < "$1" ]]
+}
 default_sa_ready() {
   [[ -n "$(kc -n default get serviceaccount default -o jsonpath='{.secrets[0].name}' 2>/dev/null)" ]]
 }
 
 all_up=1
 for c in "${COMPONENTS[@]}"; do pid_alive "$c" || all_up=0; done
-if ((all_up)) && apiserver_ready && node_ready; then
+if ((all_up)) && apiserver_ready && kubelet_healthy && node_ready; then
   log "cluster already up (node $WEIR_NODE_NAME Ready); KUBECONFIG=$KUBECONFIG_FILE"
   exit 0
 fi
@@ -285,6 +295,8 @@ evictionHard:
   imagefs.available: 2%
   nodefs.inodesFree: 2%
 KCFG
+KUBELET_T0="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+pid_alive kubelet && KUBELET_T0=""
 start_daemon kubelet "$K8S_BIN/kubelet" \
   --config "$KL/config.yaml" \
   --kubeconfig "$KL/kubeconfig" \
@@ -299,8 +311,15 @@ start_daemon kubelet "$K8S_BIN/kubelet" \
   --pod-infra-container-image "$PAUSE_IMAGE" \
   --v 1
 
-wait_for "node $WEIR_NODE_NAME Ready" 180 node_ready ||
-  die "node not Ready; see $D/logs/kubelet.log"
+wait_for "kubelet healthz" 120 kubelet_healthy ||
+  die "kubelet not healthy; see $D/logs/kubelet.log"
+if [[ -n "$KUBELET_T0" ]]; then
+  wait_for "node $WEIR_NODE_NAME Ready (heartbeat from this kubelet)" 180 node_ready_since "$KUBELET_T0" ||
+    die "node not Ready; see $D/logs/kubelet.log"
+else
+  wait_for "node $WEIR_NODE_NAME Ready" 180 node_ready ||
+    die "node not Ready; see $D/logs/kubelet.log"
+fi
 wait_for "default service account and its token" 120 default_sa_ready ||
   die "default service account not ready; see $D/logs/kube-controller-manager.log"
 
