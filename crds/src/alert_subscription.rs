@@ -1,0 +1,200 @@
+//! The `AlertSubscription` custom resource: which jobs' alerts go to whom, over which channels.
+
+use crate::conditions::Condition;
+use crate::duration::Dur;
+pub use crate::stream_job::Severity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Subscribes channels to the alerts of the StreamJobs it selects, from a minimum severity up.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "AlertSubscription",
+    namespaced,
+    status = "AlertSubscriptionStatus",
+    shortname = "asub",
+    category = "weir",
+    printcolumn = r#"{"name":"Min severity","type":"string","jsonPath":".spec.minSeverity"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertSubscriptionSpec {
+    /// Which jobs (in this namespace) this subscription covers.
+    #[serde(default)]
+    pub selector: JobSelector,
+    /// Alerts below this severity are not sent.
+    #[serde(default)]
+    pub min_severity: Severity,
+    /// Where to send.
+    pub channels: Vec<ChannelSpec>,
+    /// Used when a channel keeps failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<ChannelSpec>,
+    /// Re-send a still-firing alert after this long.
+    #[serde(default = "default_repeat")]
+    pub repeat_interval: Dur,
+    /// Also notify when an alert resolves.
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Times when nothing is sent (alerts still show in status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute_windows: Vec<MuteWindow>,
+}
+
+fn default_repeat() -> Dur {
+    Dur::secs(4 * 3600)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Selects jobs by labels and/or names; an empty selector selects every job in the namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSelector {
+    /// Every label here must match the job's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// If set, the job's name must be one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_names: Vec<String>,
+}
+
+/// A daily time range (UTC) during which notifications are held back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MuteWindow {
+    /// Start, `HH:MM` (UTC).
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// End, `HH:MM` (UTC); may be before start to span midnight.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub end: String,
+    /// Weekdays (`mon`..`sun`); empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+}
+
+/// One channel; set exactly one of the kind fields.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSpec {
+    /// Name used in status, metrics and events; defaults to the kind and index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Email over the operator's SMTP settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailChannel>,
+    /// Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<WebhookChannel>,
+    /// DingTalk group robot (HMAC-SHA256 signed when `signSecret` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dingtalk: Option<WebhookChannel>,
+    /// Feishu/Lark custom bot (signed when `signSecret` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feishu: Option<WebhookChannel>,
+    /// WeCom group robot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wecom: Option<WebhookChannel>,
+    /// Microsoft Teams Workflows webhook (Adaptive Card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<WebhookChannel>,
+    /// Generic webhook with an Alertmanager-compatible body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookChannel>,
+}
+
+/// Email recipients.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailChannel {
+    /// Recipient addresses.
+    pub to: Vec<String>,
+}
+
+/// A webhook URL (and optional signing secret), both from Secrets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookChannel {
+    /// Secret key holding the URL.
+    pub url_secret: SecretKeyRef,
+    /// Secret key holding the signing secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_secret: Option<SecretKeyRef>,
+}
+
+/// A key in a Secret in the subscription's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key within the Secret.
+    pub key: String,
+}
+
+/// What the operator found about the subscription.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertSubscriptionStatus {
+    /// Ready (all channels usable) and ChannelsValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Per-channel state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelStatus>,
+}
+
+/// One channel's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    /// Channel name.
+    pub name: String,
+    /// Whether it can be used.
+    pub ready: bool,
+    /// Why not, or the last delivery outcome.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl ChannelSpec {
+    /// The kind fields this channel sets.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut v = vec![];
+        for (set, name) in [
+            (self.email.is_some(), "email"),
+            (self.slack.is_some(), "slack"),
+            (self.dingtalk.is_some(), "dingtalk"),
+            (self.feishu.is_some(), "feishu"),
+            (self.wecom.is_some(), "wecom"),
+            (self.teams.is_some(), "teams"),
+            (self.webhook.is_some(), "webhook"),
+        ] {
+            if set {
+                v.push(name);
+            }
+        }
+        v
+    }
+
+    /// The channel's display name: `name`, or `<kind>-<index>`.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                self.kinds().first().copied().unwrap_or("channel"),
+                index
+            )
+        })
+    }
+}

@@ -1,0 +1,682 @@
+//! Pure validation of a StreamJob spec: graph shape, expressions and settings, each error naming its field.
+
+use crate::pipeline::{
+    AggregateOp, AggregateSpec, OperatorKind, OperatorSpec, Pipeline, WindowType, OPERATOR_KINDS,
+};
+use crate::stream_job::StreamJobSpec;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// One problem in a spec, with the path of the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// Field path, e.g. `spec.pipeline.operators[2].filter`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Joins errors into one message for a status condition or a CLI.
+pub fn describe(errors: &[SpecError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks that a CEL expression parses; returns the parser's message if not.
+pub fn check_cel_syntax(expr: &str) -> Result<(), String> {
+    if expr.trim().is_empty() {
+        return Err("empty expression".to_string());
+    }
+    cel::Program::compile(expr)
+        .map(|_| ())
+        .map_err(|e| format!("invalid CEL expression '{expr}': {e}"))
+}
+
+/// All problems in `spec`, in field order; empty means valid.
+pub fn validate_spec(spec: &StreamJobSpec) -> Vec<SpecError> {
+    let mut v = Validator::default();
+    if spec.parallelism < 0 {
+        v.err("spec.parallelism", "must be 0 or more");
+    }
+    if spec.image.trim().is_empty() {
+        v.err("spec.image", "must not be empty");
+    }
+    let c = &spec.checkpoint;
+    if c.interval.0.is_zero() {
+        v.err("spec.checkpoint.interval", "must be greater than 0");
+    }
+    if c.timeout.0.is_zero() {
+        v.err("spec.checkpoint.timeout", "must be greater than 0");
+    }
+    if !(c.storage.starts_with("file:///") || c.storage.starts_with("s3://")) {
+        v.err(
+            "spec.checkpoint.storage",
+            format!("'{}' must start with file:/// or s3://", c.storage),
+        );
+    }
+    if c.storage.starts_with("s3://")
+        && c.storage
+            .trim_start_matches("s3://")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .is_empty()
+    {
+        v.err(
+            "spec.checkpoint.storage",
+            "s3:// storage needs a bucket name",
+        );
+    }
+    if c.retain == 0 {
+        v.err("spec.checkpoint.retain", "must be at least 1");
+    }
+    if let Some(label) = spec
+        .pod_template
+        .labels
+        .keys()
+        .find(|k| k.starts_with("weir.dev/"))
+    {
+        v.err(
+            format!("spec.podTemplate.labels.{label}"),
+            "labels under weir.dev/ are set by Weir and cannot be overridden",
+        );
+    }
+    v.pipeline(&spec.pipeline);
+    v.errors
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<SpecError>,
+}
+
+impl Validator {
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(SpecError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn cel(&mut self, field: String, expr: &str) {
+        if let Err(m) = check_cel_syntax(expr) {
+            self.err(field, m);
+        }
+    }
+
+    fn one_kind(
+        &mut self,
+        field: &str,
+        what: &str,
+        kinds: &[&str],
+        expected: &[&str],
+        unknown: &BTreeMap<String, serde_json::Value>,
+    ) {
+        for key in unknown.keys() {
+            self.err(
+                format!("{field}.{key}"),
+                format!(
+                    "unknown {what} type or field '{key}'; expected one of {}",
+                    expected.join(", ")
+                ),
+            );
+        }
+        match kinds.len() {
+            0 if unknown.is_empty() => self.err(
+                field,
+                format!("no {what} type set; set one of {}", expected.join(", ")),
+            ),
+            0 => {}
+            1 => {}
+            _ => self.err(
+                field,
+                format!(
+                    "sets several {what} types ({}); set exactly one",
+                    kinds.join(", ")
+                ),
+            ),
+        }
+    }
+
+    fn pipeline(&mut self, p: &Pipeline) {
+        if p.sources.is_empty() {
+            self.err("spec.pipeline.sources", "at least one source is required");
+        }
+        if p.sinks.is_empty() {
+            self.err("spec.pipeline.sinks", "at least one sink is required");
+        }
+        let mut names: BTreeMap<&str, String> = BTreeMap::new();
+        let all = p
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("spec.pipeline.sources[{i}]"), s.name.as_str()))
+            .chain(
+                p.operators
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("spec.pipeline.operators[{i}]"), o.name.as_str())),
+            )
+            .chain(
+                p.sinks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("spec.pipeline.sinks[{i}]"), s.name.as_str())),
+            );
+        for (field, name) in all {
+            if !valid_name(name) {
+                self.err(format!("{field}.name"), format!("'{name}' is not a valid name: use letters, digits, '-' and '_', starting with a letter"));
+            }
+            if let Some(first) = names.insert(name, field.clone()) {
+                self.err(
+                    format!("{field}.name"),
+                    format!("'{name}' is already used by {first}"),
+                );
+            }
+        }
+        let sources: BTreeSet<&str> = p.sources.iter().map(|s| s.name.as_str()).collect();
+        let operators: BTreeMap<&str, &OperatorSpec> =
+            p.operators.iter().map(|o| (o.name.as_str(), o)).collect();
+
+        for (i, s) in p.sources.iter().enumerate() {
+            let f = format!("spec.pipeline.sources[{i}]");
+            self.one_kind(
+                &f,
+                "source",
+                &s.kinds(),
+                &["kafka", "file", "generator"],
+                &s.unknown,
+            );
+            if let Some(k) = &s.kafka {
+                if k.brokers.trim().is_empty() {
+                    self.err(format!("{f}.kafka.brokers"), "must not be empty");
+                }
+                if k.topic.trim().is_empty() {
+                    self.err(format!("{f}.kafka.topic"), "must not be empty");
+                }
+            }
+            if let Some(g) = &s.generator {
+                if g.partitions == 0 {
+                    self.err(format!("{f}.generator.partitions"), "must be at least 1");
+                }
+            }
+            if let Some(e) = &s.partitioned_by {
+                self.cel(format!("{f}.partitionedBy"), e);
+            }
+        }
+
+        for (i, o) in p.operators.iter().enumerate() {
+            let f = format!("spec.pipeline.operators[{i}]");
+            self.one_kind(
+                &f,
+                "operator",
+                &o.kinds().iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                OPERATOR_KINDS,
+                &o.unknown,
+            );
+            let inputs = o.all_inputs();
+            if inputs.is_empty() {
+                self.err(
+                    format!("{f}.input"),
+                    format!("operator '{}' has no input", o.name),
+                );
+            }
+            for input in &inputs {
+                if let Err(m) = resolve_input(input, &sources, &operators) {
+                    self.err(format!("{f}.input"), m);
+                }
+            }
+            if let Some(kind) = o.kind() {
+                self.operator(&f, o, kind, &inputs);
+            }
+        }
+
+        for (i, s) in p.sinks.iter().enumerate() {
+            let f = format!("spec.pipeline.sinks[{i}]");
+            self.one_kind(
+                &f,
+                "sink",
+                &s.kinds(),
+                &["kafka", "file", "stdout"],
+                &s.unknown,
+            );
+            if let Err(m) = resolve_input(&s.input, &sources, &operators) {
+                self.err(format!("{f}.input"), m);
+            }
+            if let Some(k) = &s.kafka {
+                if k.brokers.trim().is_empty() {
+                    self.err(format!("{f}.kafka.brokers"), "must not be empty");
+                }
+                if let Some(key) = &k.key {
+                    self.cel(format!("{f}.kafka.key"), key);
+                }
+            }
+        }
+
+        if let Some(cycle) = find_cycle(&operators) {
+            self.err(
+                "spec.pipeline.operators",
+                format!("the graph has a cycle: {}", cycle.join(" -> ")),
+            );
+        }
+        let has_kafka = p.sources.iter().any(|s| s.kafka.is_some());
+        for (i, o) in p.operators.iter().enumerate() {
+            if let Some(r) = &o.repartition {
+                if r.brokers.is_none() && !has_kafka {
+                    self.err(
+                        format!("spec.pipeline.operators[{i}].repartition.brokers"),
+                        "repartition goes through a Kafka topic: set brokers (the job has no Kafka source to borrow them from)",
+                    );
+                }
+            }
+        }
+    }
+
+    fn operator(&mut self, f: &str, o: &OperatorSpec, kind: OperatorKind<'_>, inputs: &[&str]) {
+        match kind {
+            OperatorKind::Filter(e) => self.cel(format!("{f}.filter"), e),
+            OperatorKind::Map(e) => self.cel(format!("{f}.map"), e),
+            OperatorKind::Window(w) => {
+                let wf = format!("{f}.window");
+                if let Some(k) = &w.key {
+                    self.cel(format!("{wf}.key"), k);
+                }
+                match w.window_type {
+                    WindowType::Tumbling | WindowType::Sliding => match w.size {
+                        None => self.err(
+                            format!("{wf}.size"),
+                            "required for tumbling and sliding windows",
+                        ),
+                        Some(s) if s.0.is_zero() => {
+                            self.err(format!("{wf}.size"), "must be greater than 0")
+                        }
+                        Some(_) => {}
+                    },
+                    WindowType::Session => {
+                        if w.gap.is_none_or(|g| g.0.is_zero()) {
+                            self.err(
+                                format!("{wf}.gap"),
+                                "session windows need a gap greater than 0",
+                            );
+                        }
+                    }
+                }
+                if w.window_type == WindowType::Sliding {
+                    match (w.size, w.slide) {
+                        (_, None) => {
+                            self.err(format!("{wf}.slide"), "required for sliding windows")
+                        }
+                        (Some(size), Some(slide)) if slide.0.is_zero() || slide > size => self.err(
+                            format!("{wf}.slide"),
+                            format!("must be greater than 0 and at most size ({size})"),
+                        ),
+                        _ => {}
+                    }
+                }
+                self.aggregates(&format!("{wf}.aggregates"), &w.aggregates);
+            }
+            OperatorKind::Dedup(d) => {
+                self.cel(format!("{f}.dedup.key"), &d.key);
+                if d.ttl.0.is_zero() {
+                    self.err(format!("{f}.dedup.ttl"), "must be greater than 0");
+                }
+            }
+            OperatorKind::Splice(s) => {
+                self.cel(format!("{f}.splice.key"), &s.key);
+                if s.fields.is_empty() {
+                    self.err(
+                        format!("{f}.splice.fields"),
+                        "at least one field is required",
+                    );
+                }
+                for (j, fld) in s.fields.iter().enumerate() {
+                    let ff = format!("{f}.splice.fields[{j}]");
+                    if let Some(from) = &fld.from {
+                        if !inputs.contains(&from.as_str()) {
+                            self.err(
+                                format!("{ff}.from"),
+                                format!(
+                                    "'{from}' is not one of this operator's inputs ({})",
+                                    inputs.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    match (&fld.value, fld.rule) {
+                        (Some(v), _) => self.cel(format!("{ff}.value"), v),
+                        (None, crate::pipeline::MergeRule::Count) => {}
+                        (None, _) => {
+                            self.err(format!("{ff}.value"), "required unless rule is count")
+                        }
+                    }
+                }
+            }
+            OperatorKind::Pattern(p) => {
+                let pf = format!("{f}.pattern");
+                self.cel(format!("{pf}.key"), &p.key);
+                self.cel(format!("{pf}.emit"), &p.emit);
+                if p.sequence.is_empty() {
+                    self.err(format!("{pf}.sequence"), "at least one step is required");
+                }
+                let mut seen = BTreeSet::new();
+                for (j, step) in p.sequence.iter().enumerate() {
+                    let sf = format!("{pf}.sequence[{j}]");
+                    if !seen.insert(step.as_.as_str()) {
+                        self.err(
+                            format!("{sf}.as"),
+                            format!("'{}' is already used by an earlier step", step.as_),
+                        );
+                    }
+                    if !inputs.contains(&step.from.as_str()) {
+                        self.err(
+                            format!("{sf}.from"),
+                            format!(
+                                "'{}' is not one of this operator's inputs ({})",
+                                step.from,
+                                inputs.join(", ")
+                            ),
+                        );
+                    }
+                    if let Some(w) = &step.where_ {
+                        self.cel(format!("{sf}.where"), w);
+                    }
+                    if let Err(m) = step.quantifier() {
+                        self.err(format!("{sf}.times"), m);
+                    }
+                }
+                for name in &p.same_timestamp_order {
+                    if !inputs.contains(&name.as_str()) {
+                        self.err(
+                            format!("{pf}.sameTimestampOrder"),
+                            format!("'{name}' is not one of this operator's inputs"),
+                        );
+                    }
+                }
+                if p.within.0.is_zero() {
+                    self.err(format!("{pf}.within"), "must be greater than 0");
+                }
+            }
+            OperatorKind::IntervalJoin(j) => {
+                let jf = format!("{f}.intervalJoin");
+                self.cel(format!("{jf}.leftKey"), &j.left_key);
+                self.cel(format!("{jf}.rightKey"), &j.right_key);
+                self.cel(format!("{jf}.emit"), &j.emit);
+                if j.left == j.right {
+                    self.err(
+                        format!("{jf}.right"),
+                        "left and right must be different inputs",
+                    );
+                }
+            }
+            OperatorKind::Accumulate(a) => {
+                let af = format!("{f}.accumulate");
+                self.cel(format!("{af}.key"), &a.key);
+                self.cel(format!("{af}.emitWhen"), &a.emit_when);
+                if let Some(e) = &a.emit {
+                    self.cel(format!("{af}.emit"), e);
+                }
+                for (field, input) in [("open", &a.open), ("accumulate", &a.accumulate)] {
+                    if !inputs.contains(&input.as_str()) {
+                        self.err(
+                            format!("{af}.{field}"),
+                            format!(
+                                "'{input}' is not one of this operator's inputs ({})",
+                                inputs.join(", ")
+                            ),
+                        );
+                    }
+                }
+                self.aggregates(&format!("{af}.aggregates"), &a.aggregates);
+                if a.ttl.0.is_zero() {
+                    self.err(format!("{af}.ttl"), "must be greater than 0");
+                }
+            }
+            OperatorKind::LookupJoin(l) => {
+                let lf = format!("{f}.lookupJoin");
+                self.cel(format!("{lf}.key"), &l.key);
+                self.cel(format!("{lf}.emit"), &l.emit);
+                match &l.store.redis {
+                    None => self.err(format!("{lf}.store"), "set store.redis (redis://host:port)"),
+                    Some(u) if !u.starts_with("redis://") => self.err(
+                        format!("{lf}.store.redis"),
+                        format!("'{u}' must start with redis://"),
+                    ),
+                    Some(_) => {}
+                }
+                if l.max_in_flight == 0 {
+                    self.err(format!("{lf}.maxInFlight"), "must be at least 1");
+                }
+                if l.retry.backoff.windows(2).any(|w| w[1] < w[0]) {
+                    self.err(
+                        format!("{lf}.retry.backoff"),
+                        "gaps must not shrink from one level to the next",
+                    );
+                }
+            }
+            OperatorKind::Repartition(r) => self.cel(format!("{f}.repartition.key"), &r.key),
+        }
+        let _ = o;
+    }
+
+    fn aggregates(&mut self, field: &str, aggs: &[AggregateSpec]) {
+        if aggs.is_empty() {
+            self.err(field, "at least one aggregate is required");
+        }
+        let mut names = BTreeSet::new();
+        for (k, a) in aggs.iter().enumerate() {
+            if !names.insert(a.name.as_str()) {
+                self.err(
+                    format!("{field}[{k}].name"),
+                    format!("'{}' is used twice", a.name),
+                );
+            }
+            match (&a.of, a.op) {
+                (Some(e), _) => self.cel(format!("{field}[{k}].of"), e),
+                (None, AggregateOp::Count) => {}
+                (None, op) => self.err(
+                    format!("{field}[{k}].of"),
+                    format!("required for {op:?}").to_lowercase(),
+                ),
+            }
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.len() <= 63
+}
+
+/// Resolves an input reference (`name` or `operator.sideOutput`).
+fn resolve_input(
+    input: &str,
+    sources: &BTreeSet<&str>,
+    operators: &BTreeMap<&str, &OperatorSpec>,
+) -> Result<(), String> {
+    if sources.contains(input) || operators.contains_key(input) {
+        return Ok(());
+    }
+    if let Some((op, side)) = input.split_once('.') {
+        return match operators.get(op) {
+            Some(o) if o.side_outputs().contains(&side) => Ok(()),
+            Some(o) => Err(format!(
+                "'{input}': operator '{op}' has no side output '{side}' (it has {})",
+                o.side_outputs().join(", ")
+            )),
+            None => Err(format!("'{input}' names no operator")),
+        };
+    }
+    Err(format!(
+        "'{input}' is not a source or operator in this pipeline"
+    ))
+}
+
+/// The first cycle among operators, as a list of names, if any.
+fn find_cycle(operators: &BTreeMap<&str, &OperatorSpec>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        name: &'a str,
+        ops: &BTreeMap<&'a str, &'a OperatorSpec>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match marks.get(name) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = stack.iter().position(|n| *n == name).unwrap_or(0);
+                let mut cycle: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        let op = ops.get(name)?;
+        marks.insert(name, Mark::Visiting);
+        stack.push(name);
+        for input in op.all_inputs() {
+            let upstream = input.split('.').next().unwrap_or(input);
+            if let Some((key, _)) = ops.get_key_value(upstream) {
+                if let Some(c) = visit(key, ops, marks, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        marks.insert(name, Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for name in operators.keys() {
+        let mut stack = vec![];
+        if let Some(c) = visit(name, operators, &mut marks, &mut stack) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_stream_job;
+
+    fn spec(pipeline: &str) -> StreamJobSpec {
+        let text = format!(
+            "kind: StreamJob\nmetadata: {{name: t}}\nspec:\n  image: img\n  pipeline:\n{pipeline}"
+        );
+        parse_stream_job("t.yaml", &text).unwrap().spec
+    }
+
+    const OK: &str = r#"
+    sources: [{name: gen, generator: {kind: adEvents}}]
+    operators:
+      - {name: imps, input: gen, filter: "e.type == 'impression'"}
+      - {name: w, input: imps, window: {type: tumbling, size: 3m, key: "e.adId", aggregates: [{name: n, op: count}]}}
+    sinks: [{name: out, input: w, stdout: {}}, {name: late, input: w.late, stdout: {}}]
+"#;
+
+    #[test]
+    fn a_good_spec_has_no_errors() {
+        assert_eq!(validate_spec(&spec(OK)), vec![]);
+    }
+
+    #[test]
+    fn unknown_operator_is_named() {
+        let s = spec(&OK.replace("filter: \"e.type == 'impression'\"", "frobnicate: x"));
+        let errs = validate_spec(&s);
+        assert_eq!(errs[0].field, "spec.pipeline.operators[0].frobnicate");
+        assert!(
+            errs[0].message.contains("unknown operator type"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn missing_input_is_named() {
+        let errs = validate_spec(&spec(&OK.replace("input: imps", "input: nope")));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.pipeline.operators[1].input");
+        assert!(errs[0].message.contains("'nope'"));
+    }
+
+    #[test]
+    fn bad_side_output_is_named() {
+        let errs = validate_spec(&spec(&OK.replace("w.late", "w.expired")));
+        assert_eq!(errs[0].field, "spec.pipeline.sinks[1].input");
+        assert!(
+            errs[0].message.contains("no side output 'expired'"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn bad_cel_is_named() {
+        let errs = validate_spec(&spec(&OK.replace("e.type == 'impression'", "e.type == ")));
+        assert_eq!(errs[0].field, "spec.pipeline.operators[0].filter");
+        assert!(
+            errs[0].message.contains("invalid CEL expression"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn cycle_is_reported() {
+        let errs = validate_spec(&spec(&OK.replace("input: gen", "inputs: [gen, w]")));
+        assert!(errs.iter().any(|e| e.message.contains("cycle")), "{errs:?}");
+    }
+
+    #[test]
+    fn window_settings_are_checked() {
+        let errs = validate_spec(&spec(&OK.replace(
+            "type: tumbling, size: 3m",
+            "type: sliding, size: 1m, slide: 2m",
+        )));
+        assert_eq!(errs[0].field, "spec.pipeline.operators[1].window.slide");
+        let errs = validate_spec(&spec(&OK.replace("op: count", "op: sum")));
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[1].window.aggregates[0].of"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_two_kinds() {
+        let errs = validate_spec(&spec(
+            &OK.replace("name: w,", "name: imps,")
+                .replace("input: w", "input: imps"),
+        ));
+        assert!(
+            errs.iter().any(|e| e.message.contains("already used")),
+            "{errs:?}"
+        );
+        let errs = validate_spec(&spec(&OK.replace("filter: ", "map: \"e\", filter: ")));
+        assert!(
+            errs[0].message.contains("several operator types"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn repartition_without_kafka_is_rejected() {
+        let errs = validate_spec(&spec(&OK.replace(
+            "filter: \"e.type == 'impression'\"",
+            "repartition: {key: \"e.adId\"}",
+        )));
+        assert!(errs[0].message.contains("Kafka"), "{errs:?}");
+    }
+}

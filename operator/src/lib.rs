@@ -1,0 +1,1 @@
+//! Weir operator (work in progress).

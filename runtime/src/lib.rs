@@ -1,0 +1,1 @@
+//! Weir runtime (work in progress).
