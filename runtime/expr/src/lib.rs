@@ -1,0 +1,11 @@
+//! Record values and CEL expressions for the Weir runtime.
+//!
+//! - [`Value`]: the JSON-like value every record is made of.
+//! - [`Expr`]: a CEL expression compiled once (per operator) over named variables and
+//!   evaluated against records without converting them.
+
+pub mod expr;
+pub mod value;
+
+pub use expr::{EvalError, Expr, ExprError};
+pub use value::{Map, Value};
