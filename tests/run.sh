@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every Weir test: formatting and lints, CRD drift, chart lint, unit and
+# integration tests, then the end-to-end suites against a real local
+# Kubernetes cluster (brought up by tests/cluster/up.sh and stopped at the end).
+#
+#   bash tests/run.sh            # everything
+#   WEIR_SKIP_E2E=1 bash tests/run.sh   # no cluster
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+source tests/cluster/lib.sh
+# Builds are cached between runs (CI starts from a fresh clone).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WEIR_CACHE/target}"
+export PATH="$WEIR_CACHE/cargo/bin:$PATH"
+start=$(date +%s)
+step() { log "== $* ($(( $(date +%s) - start ))s)"; }
+
+step "dependencies"
+bash tests/install-build-deps.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "CRDs match the code"
+cargo run -q --locked -p weir-crds --bin crdgen -- --check
+cmp alerts/default-rules.yaml charts/weir/files/default-rules.yaml
+
+step "Helm chart lint"
+python3 tests/cluster/helm.py lint charts/weir
+
+step "build"
+cargo build --workspace --bins --tests --locked
+
+step "unit and integration tests"
+cargo nextest run --workspace --locked --no-fail-fast --exclude weir-e2e
+
+if [[ "${WEIR_SKIP_E2E:-}" == 1 ]]; then
+  step "end-to-end suites skipped (WEIR_SKIP_E2E=1)"
+  exit 0
+fi
+
+step "local Kubernetes cluster"
+bash tests/cluster/build-k8s.sh
+cluster_started=1
+if pid_alive kube-apiserver; then cluster_started=0; fi
+bash tests/cluster/up.sh
+cleanup() { if [[ $cluster_started == 1 && "${WEIR_KEEP_CLUSTER:-}" != 1 ]]; then bash tests/cluster/down.sh || true; fi; }
+trap cleanup EXIT
+source tests/cluster/env.sh
+
+step "images"
+bash tests/cluster/image.sh weir-operator 0.1.0 "$CARGO_TARGET_DIR/debug/weir-operator"
+bash tests/cluster/image.sh weir-runtime 0.1.0 "$CARGO_TARGET_DIR/debug/weir-runtime"
+
+step "end-to-end suites"
+WEIR_E2E=1 cargo nextest run --locked -p weir-e2e --no-fail-fast --test-threads 1
+step "all tests passed"
