@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-# kubectl (v1.20.2, from Debian's `kubernetes` source package, with the
-# reflect2 Go >= 1.18 fix applied) and a static `pause` binary, and cache them
-# in $WEIR_CACHE/k8s-$K8S_VERSION/bin. Does nothing if the cache is complete.
+# kubectl (v1.20.2, from Debian's `kubernetes` source package, with two fixes
+# needed with Debian's Go 1.19: reflect2 v1.0.2's mapiterinit, and
+# kube-openapi#230's zero-value check) and a static `pause` binary, and cache
+# them in $WEIR_CACHE/k8s-$K8S_VERSION/bin (with a PATCHES stamp). Does
+# nothing if the cache is complete and was built with the same patches.
 #
 # Usage: tests/cluster/build-k8s.sh            (takes ~8-10 min on 2 cores)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl pause)
+# The patches applied to the tree; a cache built with another set is rebuilt.
+PATCH_LEVEL="reflect2-v1.0.2-mapiterinit kube-openapi-230-zero-value"
+STAMP="$(dirname "$K8S_BIN")/PATCHES"
 
 cache_complete() {
   local b
   for b in "${BINS[@]}"; do [[ -x "$K8S_BIN/$b" ]] || return 1; done
+  [[ "$(cat "$STAMP" 2>/dev/null)" == "$PATCH_LEVEL" ]]
 }
 
 if cache_complete; then
@@ -66,8 +72,11 @@ fi
 cd "$SRC_DIR"
 [[ -d vendor/github.com/modern-go/reflect2 ]] || die "vendor/ missing in $SRC_DIR"
 
-# 3. reflect2 patch (idempotent)
+# 3. patches for building v1.20 with Go >= 1.18 (both idempotent):
+#    reflect2 v1.0.2's 3-argument mapiterinit (apiserver SIGSEGV otherwise)
 python3 "$WEIR_CLUSTER_SCRIPTS/patch-reflect2.py" vendor/github.com/modern-go/reflect2
+#    kube-openapi#230 (empty strings in custom resources rejected as null otherwise)
+python3 "$WEIR_CLUSTER_SCRIPTS/patch-openapi-zero.py" .
 
 # 4. build with the tree's make rules
 export KUBE_GIT_VERSION="$K8S_VERSION" KUBE_BUILD_PLATFORMS=linux/amd64
@@ -89,5 +98,6 @@ mkdir -p "$TMP_BIN"
 for b in "${BINS[@]}"; do cp "$OUT/$b" "$TMP_BIN/$b"; done
 rm -rf "$K8S_BIN"
 mv "$TMP_BIN" "$K8S_BIN"
+echo "$PATCH_LEVEL" >"$STAMP"
 "$K8S_BIN/kubectl" version --client --short || true
 log "cached: $(ls "$K8S_BIN" | tr '\n' ' ') in $K8S_BIN"

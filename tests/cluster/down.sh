@@ -83,6 +83,25 @@ if [[ -f "$D/bridge-created-by-up" ]]; then
   log "deleted bridge $WEIR_BRIDGE"
 fi
 
+# 7. iptables chains that older up.sh versions' kubelet created (kubelet runs
+#    with makeIPTablesUtilChains: false now); only if no kubelet is running
+if command -v iptables >/dev/null && ! pgrep -x kubelet >/dev/null; then
+  for spec in "filter INPUT KUBE-FIREWALL" "filter OUTPUT KUBE-FIREWALL" "nat POSTROUTING KUBE-POSTROUTING"; do
+    read -r table chain target <<<"$spec"
+    while iptables -t "$table" -S "$chain" 2>/dev/null | grep -q -- "-j $target\b"; do
+      rule="$(iptables -t "$table" -S "$chain" | grep -- "-j $target\b" | head -1 | sed "s/^-A /-D /")"
+      eval "iptables -t $table $rule" || break
+    done
+  done
+  for spec in "filter KUBE-FIREWALL" "filter KUBE-KUBELET-CANARY" "nat KUBE-KUBELET-CANARY" "nat KUBE-MARK-DROP" \
+    "nat KUBE-MARK-MASQ" "nat KUBE-POSTROUTING" "mangle KUBE-KUBELET-CANARY"; do
+    read -r table chain <<<"$spec"
+    if iptables -t "$table" -S "$chain" >/dev/null 2>&1; then
+      iptables -t "$table" -F "$chain" && iptables -t "$table" -X "$chain" 2>/dev/null || true
+    fi
+  done
+fi
+
 if ((PURGE)); then
   rm -rf "$D"
   log "purged $D"

@@ -283,6 +283,8 @@ authorization:
   mode: AlwaysAllow
 cgroupDriver: cgroupfs
 failSwapOn: false
+# no KUBE-FIREWALL/KUBE-MARK-* iptables chains on the host (no kube-proxy here)
+makeIPTablesUtilChains: false
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 maxPods: 110
