@@ -35,9 +35,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: weir
 {{- end }}
 
+{{/* Name of the operator's Deployment, Service, ServiceAccount and RBAC: <fullname>-operator. */}}
+{{- define "weir.operatorName" -}}
+{{- printf "%s-operator" (include "weir.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "weir.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
-{{- default (include "weir.fullname" .) .Values.serviceAccount.name }}
+{{- default (include "weir.operatorName" .) .Values.serviceAccount.name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
