@@ -55,17 +55,16 @@ fi
 
 # 3. shims started by our containerd (their command line names our socket)
 for p in /proc/[0-9]*; do
-  cmd="$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null || true)"
+  cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)"
   if [[ "$cmd" == *containerd-shim* && "$cmd" == *"$CONTAINERD_SOCK"* ]]; then
     stop_pid containerd-shim "${p#/proc/}" 5
   fi
 done
 
-# 4. control plane and containerd
+# 4. containerd and the control plane (the three kube-* in parallel), etcd last
 stop_component containerd
-stop_component kube-scheduler
-stop_component kube-controller-manager
-stop_component kube-apiserver
+for c in kube-scheduler kube-controller-manager kube-apiserver; do stop_component "$c" & done
+wait
 stop_component etcd
 
 # 5. mounts left under the cluster dir (pod volumes, rootfs, netns), deepest first
@@ -88,7 +87,7 @@ fi
 if command -v iptables >/dev/null && ! pgrep -x kubelet >/dev/null; then
   for spec in "filter INPUT KUBE-FIREWALL" "filter OUTPUT KUBE-FIREWALL" "nat POSTROUTING KUBE-POSTROUTING"; do
     read -r table chain target <<<"$spec"
-    while iptables -t "$table" -S "$chain" 2>/dev/null | grep -q -- "-j $target\b"; do
+    while iptables -t "$table" -S "$chain" 2>/dev/null | grep -- "-j $target\b" >/dev/null; do
       rule="$(iptables -t "$table" -S "$chain" | grep -- "-j $target\b" | head -1 | sed "s/^-A /-D /")"
       eval "iptables -t $table $rule" || break
     done

@@ -188,7 +188,7 @@ PY
 if [[ -z "${WEIR_IMAGE_NO_IMPORT:-}" ]]; then
   [[ -S "$CONTAINERD_SOCK" ]] || die "containerd socket $CONTAINERD_SOCK missing: run tests/cluster/up.sh first"
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --base-name "docker.io/local/$NAME" "$TARBALL" >&2
-  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$REF" \
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -xF "$REF" >/dev/null \
     || die "import did not create $REF"
   log "imported $REF"
 fi

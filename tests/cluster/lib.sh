@@ -38,7 +38,7 @@ pid_of() {
   pid="$(cat "$f")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WEIR_CLUSTER_DIR" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -F "$WEIR_CLUSTER_DIR" >/dev/null || return 1
   echo "$pid"
 }
 pid_alive() { pid_of "$1" >/dev/null; }

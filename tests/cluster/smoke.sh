@@ -6,7 +6,9 @@
 #     node bridge ($WEIR_POD_CIDR), and `kubectl logs` shows its output;
 #  3. a hostNetwork pod reaches the apiserver at 127.0.0.1:6443 with its
 #     mounted service-account token and CA (the operator's in-cluster setup);
-#  4. everything is deleted again.
+#  4. if redis-server is installed: a redis pod behind a headless Service
+#     answers PING from the host at its Endpoint IP and via kubectl port-forward;
+#  5. everything is deleted again.
 # Usage: tests/cluster/smoke.sh        (exit 0 = all checks passed)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -106,6 +108,51 @@ out="$(kc -n "$NS" logs apicheck)"
 [[ "$phase" == Succeeded && "$out" == *"system:serviceaccount:$NS:default"* ]] ||
   die "hostNetwork pod could not reach the apiserver with its service account: $phase $out"
 log "ok: hostNetwork pod reached https://127.0.0.1:$APISERVER_PORT with its SA token + CA: $(tr -d '\n ' <<<"$out" | cut -c1-80)"
+
+# a real TCP server in a pod (redis-server, if installed): headless Service
+# Endpoints, host -> pod IP, and kubectl port-forward
+redis_ping() { # HOST PORT -> prints the reply to PING
+  local reply=""
+  exec 3<>"/dev/tcp/$1/$2" || return 1
+  printf 'PING\r\n' >&3
+  read -r -t 5 reply <&3 || true
+  exec 3<&-
+  [[ "${reply%$'\r'}" == "+PONG" ]]
+}
+if command -v redis-server >/dev/null; then
+  "$WEIR_CLUSTER_SCRIPTS/image.sh" weir-smoke-redis 0.1 "$(command -v redis-server)" >/dev/null
+  kc -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  clusterIP: None
+  selector: {app: redis}
+  ports: [{name: redis, port: 6379}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: redis, labels: {app: redis}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: docker.io/local/weir-smoke-redis:0.1
+      imagePullPolicy: Never
+      args: ["--port", "6379", "--protected-mode", "no", "--save", ""]
+      readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+YAML
+  redis_endpoint() { [[ -n "$(kc -n "$NS" get endpoints redis -o jsonpath='{.subsets[0].addresses[0].ip}' 2>/dev/null)" ]]; }
+  wait_for "redis Endpoints" 120 redis_endpoint || die "redis pod never became a ready endpoint"
+  rip="$(kc -n "$NS" get endpoints redis -o jsonpath='{.subsets[0].addresses[0].ip}')"
+  redis_ping "$rip" 6379 || die "host could not PING redis at $rip:6379"
+  log "ok: headless Service endpoint $rip:6379 answers PING from the host"
+  kc -n "$NS" port-forward pod/redis 16379:6379 >/dev/null 2>&1 &
+  pf=$!
+  wait_for "port-forward" 20 redis_ping 127.0.0.1 16379 || { kill "$pf"; die "kubectl port-forward to redis failed"; }
+  kill "$pf" 2>/dev/null || true
+  log "ok: kubectl port-forward 127.0.0.1:16379 -> redis:6379 answers PING"
+fi
 
 kc delete namespace "$NS" --wait=true --timeout=120s >/dev/null
 log "smoke test passed in $(($(date +%s) - T0))s"

@@ -150,7 +150,7 @@ if ! ip link show "$WEIR_BRIDGE" >/dev/null 2>&1; then
   touch "$D/bridge-created-by-up"
   log "created bridge $WEIR_BRIDGE"
 fi
-ip addr show dev "$WEIR_BRIDGE" | grep -qF " $WEIR_NODE_IP/" ||
+ip addr show dev "$WEIR_BRIDGE" | grep -F " $WEIR_NODE_IP/" >/dev/null ||
   ip addr add "$WEIR_NODE_IP/${WEIR_POD_CIDR#*/}" dev "$WEIR_BRIDGE"
 ip link set "$WEIR_BRIDGE" up
 
@@ -255,7 +255,7 @@ wait_for "containerd socket" 60 ctr --address "$CONTAINERD_SOCK" version ||
   die "containerd not answering; see $D/logs/containerd.log"
 
 # pause image (static binary from the kubernetes tree), imported locally
-if ! ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$PAUSE_IMAGE"; then
+if ! ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -xF "$PAUSE_IMAGE" >/dev/null; then
   log "building and importing $PAUSE_IMAGE"
   "$WEIR_CLUSTER_SCRIPTS/image.sh" pause "${PAUSE_IMAGE##*:}" "$K8S_BIN/pause" >/dev/null
 fi
