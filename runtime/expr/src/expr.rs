@@ -1,11 +1,20 @@
 //! CEL expressions compiled once over named variables and evaluated against [`Value`]s.
 //!
-//! FIRST VERSION: parses with the `cel` crate and interprets with it, converting the
-//! arguments on every call (correct, but slow: ~24 µs/record). To be replaced by a compiled
-//! form that reads records in place, keeping this API.
+//! [`Expr::compile`] parses with the `cel` crate and compiles the AST into a node tree
+//! ([`crate::eval`]) that reads records in place: variables are argument positions, field
+//! names are prepared once, no per-record conversion. Expressions outside the compiled
+//! subset (see [`crate::compile`]) run on the `cel` crate's interpreter instead, which
+//! converts the arguments on every call (microseconds per record);
+//! [`Expr::interpreter_reason`] says when and why, so callers can warn about it.
+//!
+//! Semantics are the `cel` crate's, including where it is more lenient than strict CEL:
+//! `==` and `<` compare `int`, `uint` and `double` numerically (`1 == 1.0` is true), while
+//! arithmetic still needs operands of one type (`1 + 1.0` is an error).
 
-use crate::value::{Map, Value};
-use std::sync::Arc;
+use crate::compile::{self, Unsupported};
+use crate::eval::Frame;
+use crate::interpreter;
+use crate::value::Value;
 
 /// A compile error (syntax, or a variable that is not in scope).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -17,7 +26,7 @@ pub struct ExprError {
     pub message: String,
 }
 
-/// A per-record evaluation error (wrong type, missing field used arithmetically, ...).
+/// A per-record evaluation error (wrong type, missing field, overflow, ...).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("evaluating '{source_text}': {message}")]
 pub struct EvalError {
@@ -27,11 +36,22 @@ pub struct EvalError {
     pub message: String,
 }
 
+/// How an expression is evaluated.
+enum Body {
+    /// The compiled node tree, and how many comprehension slots it needs.
+    Compiled(compile::Compiled),
+    /// The `cel` crate's interpreter, and why the expression could not be compiled.
+    Interpreted {
+        program: cel::Program,
+        reason: String,
+    },
+}
+
 /// A compiled CEL expression over positional variables.
 pub struct Expr {
     source: String,
     vars: Vec<String>,
-    program: cel::Program,
+    body: Body,
 }
 
 impl std::fmt::Debug for Expr {
@@ -39,6 +59,7 @@ impl std::fmt::Debug for Expr {
         f.debug_struct("Expr")
             .field("source", &self.source)
             .field("vars", &self.vars)
+            .field("interpreter_reason", &self.interpreter_reason())
             .finish()
     }
 }
@@ -46,22 +67,45 @@ impl std::fmt::Debug for Expr {
 impl Expr {
     /// Compiles `source`; `vars` names the variables passed to [`Expr::eval`], in order.
     pub fn compile(source: &str, vars: &[&str]) -> Result<Expr, ExprError> {
-        let program = cel::Program::compile(source).map_err(|e| ExprError {
+        Self::build(source, vars, true)
+    }
+
+    /// Compiles `source` for the `cel` crate's interpreter only, never the compiled form:
+    /// the reference that tests and benchmarks compare [`Expr::compile`] with.
+    pub fn compile_interpreted(source: &str, vars: &[&str]) -> Result<Expr, ExprError> {
+        Self::build(source, vars, false)
+    }
+
+    fn build(source: &str, vars: &[&str], try_compile: bool) -> Result<Expr, ExprError> {
+        let error = |message: String| ExprError {
             source_text: source.to_string(),
-            message: e.to_string(),
-        })?;
-        for var in program.references().variables() {
-            if !vars.contains(&var) {
-                return Err(ExprError {
-                    source_text: source.to_string(),
-                    message: format!("unknown variable '{var}' (in scope: {})", vars.join(", ")),
-                });
-            }
+            message,
+        };
+        let program = cel::Program::compile(source).map_err(|e| error(e.to_string()))?;
+        let mut free = Vec::new();
+        compile::free_variables(program.expression(), &mut Vec::new(), &mut free);
+        if let Some(var) = free.iter().find(|v| !vars.contains(v)) {
+            return Err(error(format!(
+                "unknown variable '{var}' (in scope: {})",
+                vars.join(", ")
+            )));
         }
+        let body = if try_compile {
+            match compile::compile(program.expression(), vars) {
+                Ok(compiled) => Body::Compiled(compiled),
+                Err(Unsupported::Construct(reason)) => Body::Interpreted { program, reason },
+                Err(Unsupported::Invalid(message)) => return Err(error(message)),
+            }
+        } else {
+            Body::Interpreted {
+                program,
+                reason: "interpreter requested".to_string(),
+            }
+        };
         Ok(Expr {
             source: source.to_string(),
             vars: vars.iter().map(|s| s.to_string()).collect(),
-            program,
+            body,
         })
     }
 
@@ -70,21 +114,51 @@ impl Expr {
         &self.source
     }
 
+    /// Why this expression runs on the (slow) `cel` interpreter, or `None` when it is
+    /// compiled.
+    pub fn interpreter_reason(&self) -> Option<&str> {
+        match &self.body {
+            Body::Compiled(_) => None,
+            Body::Interpreted { reason, .. } => Some(reason),
+        }
+    }
+
     /// Evaluates with `args[i]` bound to `vars[i]`.
     pub fn eval(&self, args: &[&Value]) -> Result<Value, EvalError> {
-        let mut ctx = cel::Context::default();
-        for (name, value) in self.vars.iter().zip(args) {
-            ctx.add_variable_from_value(name.clone(), to_cel(value));
+        match &self.body {
+            Body::Compiled(compiled) => {
+                let mut frame = Frame {
+                    args,
+                    locals: vec![Value::Null; compiled.slots],
+                };
+                compiled
+                    .root
+                    .eval(&mut frame)
+                    .map(|v| v.into_owned())
+                    .map_err(|m| self.eval_error(m))
+            }
+            Body::Interpreted { program, .. } => {
+                interpreter::execute(program, &self.vars, args).map_err(|m| self.eval_error(m))
+            }
         }
-        let out = self
-            .program
-            .execute(&ctx)
-            .map_err(|e| self.eval_error(e.to_string()))?;
-        from_cel(&out).map_err(|m| self.eval_error(m))
     }
 
     /// Evaluates and requires a boolean result.
     pub fn eval_bool(&self, args: &[&Value]) -> Result<bool, EvalError> {
+        if let Body::Compiled(compiled) = &self.body {
+            // Same as `eval`, without moving the result out.
+            let mut frame = Frame {
+                args,
+                locals: vec![Value::Null; compiled.slots],
+            };
+            return match compiled.root.eval(&mut frame).as_deref() {
+                Ok(Value::Bool(b)) => Ok(*b),
+                Ok(other) => {
+                    Err(self.eval_error(format!("expected a bool, got {}", other.to_json())))
+                }
+                Err(m) => Err(self.eval_error(m.clone())),
+            };
+        }
         match self.eval(args)? {
             Value::Bool(b) => Ok(b),
             other => Err(self.eval_error(format!("expected a bool, got {}", other.to_json()))),
@@ -97,55 +171,6 @@ impl Expr {
             message,
         }
     }
-}
-
-fn to_cel(v: &Value) -> cel::Value {
-    match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Int(i) => cel::Value::Int(*i),
-        Value::UInt(u) => cel::Value::UInt(*u),
-        Value::Float(f) => cel::Value::Float(*f),
-        Value::Str(s) => cel::Value::String(Arc::new(s.to_string())),
-        Value::List(l) => cel::Value::List(Arc::new(l.iter().map(to_cel).collect())),
-        Value::Map(m) => {
-            let map: std::collections::HashMap<cel::objects::Key, cel::Value> = m
-                .entries
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        cel::objects::Key::String(Arc::new(k.to_string())),
-                        to_cel(v),
-                    )
-                })
-                .collect();
-            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
-        }
-    }
-}
-
-fn from_cel(v: &cel::Value) -> Result<Value, String> {
-    Ok(match v {
-        cel::Value::Null => Value::Null,
-        cel::Value::Bool(b) => Value::Bool(*b),
-        cel::Value::Int(i) => Value::Int(*i),
-        cel::Value::UInt(u) => Value::UInt(*u),
-        cel::Value::Float(f) => Value::Float(*f),
-        cel::Value::String(s) => Value::str(s),
-        cel::Value::List(l) => {
-            Value::List(Arc::new(l.iter().map(from_cel).collect::<Result<_, _>>()?))
-        }
-        cel::Value::Map(m) => {
-            let mut out = Map::with_capacity(m.map.len());
-            let mut entries: Vec<_> = m.map.iter().collect();
-            entries.sort_by_key(|(k, _)| k.to_string());
-            for (k, v) in entries {
-                out.insert(k.to_string(), from_cel(v)?);
-            }
-            Value::Map(Arc::new(out))
-        }
-        other => return Err(format!("unsupported result type {:?}", other.type_of())),
-    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,12 @@
 //! - [`Expr`]: a CEL expression compiled once (per operator) over named variables and
 //!   evaluated against records without converting them.
 
+mod compile;
+#[cfg(test)]
+mod differential_tests;
+mod eval;
 pub mod expr;
+mod interpreter;
 pub mod value;
 
 pub use expr::{EvalError, Expr, ExprError};
