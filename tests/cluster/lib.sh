@@ -4,6 +4,7 @@
 # calling script already set.
 
 WEIR_CLUSTER_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export WEIR_CLUSTER_SCRIPTS
 export K8S_VERSION="${K8S_VERSION:-v1.20.2}"
 export WEIR_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/weir"
 export WEIR_CLUSTER_DIR="${WEIR_CLUSTER_DIR:-/tmp/weir-cluster}"
