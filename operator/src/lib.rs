@@ -1,1 +1,3 @@
 //! Weir operator (work in progress).
+
+pub mod alerting;

@@ -1,0 +1,31 @@
+//! Alerting: job health aggregation, alert rules, the alert engine and notifiers.
+//!
+//! Data flow (the controller wires it; see `alerts/README.md`):
+//!
+//! 1. [`aggregate::aggregate`] turns two scrapes of a job's runtime pods into `JobHealth`.
+//! 2. [`lag::LagTrend`] derives `health.lagGrowing`; [`rules::RuleSet::evaluate`] runs the
+//!    rules (from `alerts/default-rules.yaml`) over the job's health and overrides.
+//! 3. [`engine::AlertEngine::tick_job`] advances pending → firing → resolved, routes to the
+//!    [`routing::Subscription`]s and queues notifications; its state is saved with
+//!    [`engine::EngineState::save`] so a restart does not page again.
+//! 4. [`engine::AlertEngine::take_due`] hands out messages (rate limits, digests); the caller
+//!    sends each with a [`notify::Notifier`] built by [`notify::ChannelResolver`] and reports
+//!    the outcome with [`engine::AlertEngine::report`] (retries, fallback).
+//! 5. [`metrics::NotificationMetrics`] counts deliveries; [`subscription::check_channels`]
+//!    gives each channel's status for the AlertSubscription's status.
+
+pub mod aggregate;
+pub mod dispatch;
+pub mod engine;
+pub mod lag;
+pub mod metrics;
+pub mod model;
+pub mod notify;
+pub mod prom_text;
+pub mod routing;
+pub mod rules;
+pub mod subscription;
+pub mod template;
+
+#[cfg(test)]
+mod shipped_files;
