@@ -1,19 +1,23 @@
 //! Job health from task metrics: turns two successive scrapes of a job's runtime pods
 //! (`weir_task_*{job,task}` series) into the [`JobHealth`] shown in `status.health`.
 //!
-//! | field | from |
+//! | field | from (series of `runtime/src/metrics.rs`) |
 //! |---|---|
 //! | backpressure | max over tasks of Δ`weir_task_backpressured_ms_total` / elapsed ms |
 //! | busy | max over tasks of Δ`weir_task_busy_ms_total` / elapsed ms |
-//! | latencyP99Ms | max over tasks of the p99 of `weir_task_latency_ms` (buckets added between the scrapes, else all) |
+//! | latencyP99Ms | max over tasks of the p99 of `weir_task_latency_seconds` (buckets added between the scrapes, else all) |
 //! | recordsIn/OutPerSecond | sum over tasks of the rate of `weir_task_records_{in,out}_total` |
-//! | eventTimeLagMs | max over tasks of `weir_task_event_time_lag_ms` (gauge, or p99 if a histogram) |
+//! | eventTimeLagMs | max over tasks of `weir_task_event_time_lag_ms` |
 //! | watermarkMs | min over tasks of `weir_task_watermark_ms` (tasks without a watermark yet are ignored) |
 //! | checkpointTotalFailures | max over tasks of `weir_task_checkpoint_failures_total` |
 //! | checkpointConsecutiveFailures | failures since the job's last completed checkpoint (see [`HealthMemory`]) |
-//! | lastCheckpointAgeSeconds | now − min over tasks of `weir_task_checkpoint_last_completed_timestamp_ms` |
-//! | checkpointDurationMs | max over tasks of `weir_task_checkpoint_duration_ms` (gauge, or the mean from a histogram's `_sum`/`_count`) |
+//! | lastCheckpointAgeSeconds | now − min over tasks of `weir_task_last_checkpoint_completed_timestamp_seconds` |
+//! | checkpointDurationMs | max over tasks of `weir_task_checkpoint_duration_seconds` |
 //! | restartsInWindow | task restarts (`weir_task_restarts_total`) plus container restarts within [`RESTART_WINDOW`] |
+//!
+//! Millisecond spellings (`weir_task_latency_ms`, `weir_task_checkpoint_duration_ms`,
+//! `weir_task_checkpoint_last_completed_timestamp_ms`) are accepted too, and a
+//! `weir_task_checkpoint_consecutive_failures` gauge is used when a runtime exports it.
 //!
 //! Tasks on pods that are not ready or could not be scraped are left out and listed in `skipped`.
 
@@ -108,10 +112,51 @@ fn intern(name: &str, set: &[&'static str]) -> Option<&'static str> {
     set.iter().copied().find(|n| *n == name)
 }
 
+/// Series the runtime exports in seconds, the millisecond names used here, and the factor.
+const SECONDS_ALIASES: [(&str, &str); 3] = [
+    ("weir_task_latency_seconds", "weir_task_latency_ms"),
+    (
+        "weir_task_checkpoint_duration_seconds",
+        "weir_task_checkpoint_duration_ms",
+    ),
+    (
+        "weir_task_last_checkpoint_completed_timestamp_seconds",
+        "weir_task_checkpoint_last_completed_timestamp_ms",
+    ),
+];
+
+/// Rewrites a seconds-based sample to its millisecond name: values (and `le` bounds) × 1000,
+/// except histogram counts.
+fn to_millis(s: &Sample) -> Option<Sample> {
+    for (secs, ms) in SECONDS_ALIASES {
+        let Some(suffix) = s.name.strip_prefix(secs) else {
+            continue;
+        };
+        let mut out = s.clone();
+        out.name = format!("{ms}{suffix}");
+        match suffix {
+            "" | "_sum" => out.value *= 1000.0,
+            "_bucket" => {
+                if let Some(le) = out.labels.get_mut("le") {
+                    if let Ok(v) = le.parse::<f64>() {
+                        *le = (v * 1000.0).to_string();
+                    }
+                }
+            }
+            "_count" => {}
+            _ => return None,
+        }
+        return Some(out);
+    }
+    None
+}
+
 /// Parses one pod's text into tasks of `job`, keyed by the `task` label.
 fn tasks_of(job: &str, samples: &[Sample]) -> BTreeMap<String, Task> {
     let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
-    for s in samples {
+    for original in samples {
+        let converted = to_millis(original);
+        let s = converted.as_ref().unwrap_or(original);
         if s.labels.get("job").is_some_and(|j| j != job) {
             continue;
         }
@@ -532,6 +577,58 @@ mod tests {
         );
         let h = aggregate(Some(&recovered), &later, &mut mem);
         assert_eq!(h.restarts_in_window, 0);
+    }
+
+    /// The runtime's own exposition (prometheus-client, OpenMetrics text): seconds-based
+    /// latency histogram, checkpoint duration and completion time.
+    fn runtime_text(busy_ms: u64, lat_counts: [u64; 3], done_s: f64) -> String {
+        format!(
+            "# HELP weir_task_busy_ms Milliseconds spent processing.\n\
+             # TYPE weir_task_busy_ms counter\n\
+             weir_task_busy_ms_total{{job=\"ads\",task=\"0\"}} {busy_ms}\n\
+             # TYPE weir_task_latency_seconds histogram\n\
+             weir_task_latency_seconds_sum{{job=\"ads\",task=\"0\"}} 1.5\n\
+             weir_task_latency_seconds_count{{job=\"ads\",task=\"0\"}} {}\n\
+             weir_task_latency_seconds_bucket{{le=\"0.001\",job=\"ads\",task=\"0\"}} {}\n\
+             weir_task_latency_seconds_bucket{{le=\"0.002\",job=\"ads\",task=\"0\"}} {}\n\
+             weir_task_latency_seconds_bucket{{le=\"+Inf\",job=\"ads\",task=\"0\"}} {}\n\
+             # TYPE weir_task_checkpoint_duration_seconds gauge\n\
+             weir_task_checkpoint_duration_seconds{{job=\"ads\",task=\"0\"}} 0.125\n\
+             # TYPE weir_task_last_checkpoint_completed_timestamp_seconds gauge\n\
+             weir_task_last_checkpoint_completed_timestamp_seconds{{job=\"ads\",task=\"0\"}} {done_s}\n\
+             # EOF\n",
+            lat_counts[2], lat_counts[0], lat_counts[1], lat_counts[2]
+        )
+    }
+
+    #[test]
+    fn the_runtime_seconds_series_are_read_as_milliseconds() {
+        let mut mem = HealthMemory::default();
+        let prev = JobScrape {
+            job: "ads".into(),
+            at: at(0),
+            pods: vec![pod("ads-0", 0, runtime_text(0, [0, 0, 0], 1_699_999_990.0))],
+        };
+        aggregate(None, &prev, &mut mem);
+        let cur = JobScrape {
+            job: "ads".into(),
+            at: at(10),
+            pods: vec![pod(
+                "ads-0",
+                10,
+                runtime_text(2500, [50, 100, 100], 1_699_999_995.5),
+            )],
+        };
+        let h = aggregate(Some(&prev), &cur, &mut mem);
+        assert!((h.busy - 0.25).abs() < 1e-9);
+        // rank 99 of 100 lies in (1 ms, 2 ms]: 1 + 1 × (99 − 50) / 50
+        assert!(
+            h.latency_p99_ms.is_some_and(|p| (p - 1.98).abs() < 1e-9),
+            "{:?}",
+            h.latency_p99_ms
+        );
+        assert_eq!(h.checkpoint_duration_ms, Some(125.0));
+        assert_eq!(h.last_checkpoint_age_seconds, Some(14.5));
     }
 
     #[test]

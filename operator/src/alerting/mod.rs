@@ -8,15 +8,21 @@
 //! 3. [`engine::AlertEngine::tick_job`] advances pending → firing → resolved, routes to the
 //!    [`routing::Subscription`]s and queues notifications; its state is saved with
 //!    [`engine::EngineState::save`] so a restart does not page again.
+//!    [`job_input::evaluate_job`] does 2–3 for one `StreamJob`.
 //! 4. [`engine::AlertEngine::take_due`] hands out messages (rate limits, digests); the caller
 //!    sends each with a [`notify::Notifier`] built by [`notify::ChannelResolver`] and reports
-//!    the outcome with [`engine::AlertEngine::report`] (retries, fallback).
-//! 5. [`metrics::NotificationMetrics`] counts deliveries; [`subscription::check_channels`]
+//!    the outcome with [`engine::AlertEngine::report`] (retries, fallback);
+//!    [`delivery::deliver_due`] does all of that concurrently.
+//! 5. [`metrics::NotificationMetrics`] counts deliveries, [`job_metrics::JobHealthMetrics`]
+//!    exports `weir_job_*`; [`subscription::check_channels`]
 //!    gives each channel's status for the AlertSubscription's status.
 
 pub mod aggregate;
+pub mod delivery;
 pub mod dispatch;
 pub mod engine;
+pub mod job_input;
+pub mod job_metrics;
 pub mod lag;
 pub mod metrics;
 pub mod model;

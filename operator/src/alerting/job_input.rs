@@ -1,0 +1,205 @@
+//! From Kubernetes objects to the engine's inputs: one call per job per health scrape
+//! ([`evaluate_job`]) runs lag trend, rules and the engine on a `StreamJob`.
+
+use crate::alerting::engine::{AlertEngine, JobTick};
+use crate::alerting::routing::{JobRouting, Subscription};
+use crate::alerting::rules::{JobFacts, RuleSet};
+use chrono::{DateTime, Utc};
+use weir_crds::alert_subscription::AlertSubscription;
+use weir_crds::stream_job::{ActiveAlert, JobHealth, StreamJob};
+
+/// `restoreFellBack` stays true this long after a restore with reason `fallback`.
+pub const RESTORE_FALLBACK_ALERT_SECONDS: i64 = 3600;
+
+/// Namespace, name and routing labels (`metadata.labels` overlaid with `spec.alerting.labels`).
+pub fn job_routing(job: &StreamJob) -> JobRouting {
+    let mut labels = job.metadata.labels.clone().unwrap_or_default();
+    labels.extend(job.spec.alerting.labels.clone());
+    JobRouting {
+        namespace: job.metadata.namespace.clone().unwrap_or_default(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        labels,
+    }
+}
+
+/// Whether the latest restore fell back to an older checkpoint within the last hour.
+pub fn restore_fell_back(job: &StreamJob, now: DateTime<Utc>) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.restores.last())
+        .is_some_and(|r| {
+            r.reason == "fallback" && (now - r.time).num_seconds() < RESTORE_FALLBACK_ALERT_SECONDS
+        })
+}
+
+/// What the rules see of `job`, with `health` (from aggregation) and the lag trend.
+pub fn job_facts(
+    job: &StreamJob,
+    health: Option<JobHealth>,
+    lag_growing: bool,
+    now: DateTime<Utc>,
+) -> JobFacts {
+    let routing = job_routing(job);
+    JobFacts {
+        namespace: routing.namespace,
+        name: routing.name,
+        labels: job.metadata.labels.clone().unwrap_or_default(),
+        phase: job.status.as_ref().and_then(|s| s.phase),
+        checkpoint_interval_seconds: job.spec.checkpoint.interval.0.as_secs_f64(),
+        restore_fell_back: restore_fell_back(job, now),
+        health,
+        lag_growing,
+        alerting: job.spec.alerting.clone(),
+    }
+}
+
+/// The engine's view of an `AlertSubscription` (`None` without namespace or name).
+pub fn subscription(sub: &AlertSubscription) -> Option<Subscription> {
+    Some(Subscription {
+        namespace: sub.metadata.namespace.clone()?,
+        name: sub.metadata.name.clone()?,
+        spec: sub.spec.clone(),
+    })
+}
+
+/// One evaluation of one job: updates its lag trend, evaluates the rules on `health`, advances
+/// its alerts and queues notifications. Returns `status.activeAlerts`.
+pub fn evaluate_job(
+    engine: &mut AlertEngine,
+    rules: &RuleSet,
+    job: &StreamJob,
+    health: Option<JobHealth>,
+    subscriptions: &[Subscription],
+    now: DateTime<Utc>,
+) -> Vec<ActiveAlert> {
+    let routing = job_routing(job);
+    let lag = health.as_ref().and_then(|h| h.event_time_lag_ms);
+    let lag_growing = engine
+        .job_memory(&routing.namespace, &routing.name)
+        .lag
+        .observe(now.timestamp_millis(), lag);
+    let facts = job_facts(job, health, lag_growing, now);
+    let tick = JobTick {
+        alert_labels: job.spec.alerting.labels.clone(),
+        phase: facts.phase,
+        results: rules.evaluate(&facts),
+        job: routing,
+    };
+    engine.tick_job(now, &tick, subscriptions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::collections::BTreeMap;
+    use weir_crds::alert_subscription::{
+        AlertSubscriptionSpec, ChannelSpec, SecretKeyRef, WebhookChannel,
+    };
+    use weir_crds::stream_job::{Phase, RestoreRecord, StreamJobStatus};
+
+    const JOB: &str = r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: {name: ctr, namespace: ads, labels: {team: ads}}
+spec:
+  image: weir-runtime:0.1.0
+  pipeline:
+    sources: [{name: gen, generator: {kind: nexmark}}]
+    sinks: [{name: out, input: gen, stdout: {}}]
+  checkpoint: {interval: 10s}
+  alerting:
+    rules: {backpressureHigh: {warning: 0.3, for: 0s}}
+    labels: {tier: gold}
+"#;
+
+    fn job() -> StreamJob {
+        match serde_yaml::from_str(JOB) {
+            Ok(j) => j,
+            Err(e) => panic!("fixture: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_stream_job_with_overrides_fires_to_a_label_selected_subscription() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let mut j = job();
+        j.status = Some(StreamJobStatus {
+            phase: Some(Phase::Running),
+            ..Default::default()
+        });
+        let rules = match RuleSet::from_yaml(include_str!("../../../alerts/default-rules.yaml")) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let sub = Subscription {
+            namespace: "ads".into(),
+            name: "gold".into(),
+            spec: AlertSubscriptionSpec {
+                selector: weir_crds::alert_subscription::JobSelector {
+                    match_labels: BTreeMap::from([("tier".to_string(), "gold".to_string())]),
+                    match_names: vec![],
+                },
+                min_severity: weir_crds::stream_job::Severity::Warning,
+                channels: vec![ChannelSpec {
+                    webhook: Some(WebhookChannel {
+                        url_secret: SecretKeyRef {
+                            name: "h".into(),
+                            key: "u".into(),
+                        },
+                        sign_secret: None,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        };
+        let mut engine = AlertEngine::default();
+        let health = JobHealth {
+            backpressure: 0.4,
+            ..Default::default()
+        };
+        let active = evaluate_job(&mut engine, &rules, &j, Some(health), &[sub], now);
+        assert_eq!(active.len(), 1);
+        assert_eq!(
+            (active[0].name.as_str(), active[0].state.as_str()),
+            ("backpressureHigh", "firing")
+        );
+        let due = engine.take_due(now);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].notification.title(),
+            "[WARNING] ads/ctr: ctr is backpressured 0.4 of the time (threshold 0.3)"
+        );
+    }
+
+    #[test]
+    fn restore_fallback_is_reported_for_an_hour() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let mut j = job();
+        j.status = Some(StreamJobStatus {
+            restores: vec![RestoreRecord {
+                reason: "fallback".into(),
+                time: now - chrono::Duration::minutes(10),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(restore_fell_back(&j, now));
+        assert!(!restore_fell_back(&j, now + chrono::Duration::hours(1)));
+        assert_eq!(
+            job_facts(&j, None, false, now).checkpoint_interval_seconds,
+            10.0
+        );
+        assert_eq!(
+            job_routing(&j).labels.get("tier").map(String::as_str),
+            Some("gold")
+        );
+    }
+}
