@@ -1,0 +1,140 @@
+//! The admin HTTP API (axum, on the I/O runtime, never on task threads):
+//! `/metrics`, `/healthz`, `/readyz` (200 once restore finished), `/status`, `/checkpoints`,
+//! and `POST /checkpoint[?final=true]` (reply after the checkpoint completes; with
+//! `final=true` processing stops after it).
+
+use crate::metrics::Metrics;
+use crate::status::SharedStatus;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request from the admin API to the coordinator.
+#[derive(Debug)]
+pub enum AdminRequest {
+    /// Take a checkpoint now; reply with its id once complete.
+    Checkpoint {
+        /// Stop processing after it.
+        is_final: bool,
+        /// Where to send the outcome.
+        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// State shared by the handlers.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Job status.
+    pub status: SharedStatus,
+    /// Restore finished.
+    pub ready: Arc<AtomicBool>,
+    /// Channel to the coordinator.
+    pub requests: Arc<Mutex<Sender<AdminRequest>>>,
+}
+
+/// The router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/checkpoints", get(checkpoints))
+        .route("/checkpoint", post(checkpoint))
+        .with_state(state)
+}
+
+/// Serves until the process exits.
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!("admin API stopped: {e}");
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "restoring").into_response()
+    }
+}
+
+fn snapshot(s: &AdminState) -> crate::status::JobStatus {
+    match s.status.lock() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+async fn status(State(s): State<AdminState>) -> Response {
+    Json(snapshot(&s)).into_response()
+}
+
+async fn checkpoints(State(s): State<AdminState>) -> Response {
+    Json(snapshot(&s).checkpoints).into_response()
+}
+
+async fn checkpoint(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let is_final = q.get("final").is_some_and(|v| v == "true" || v == "1");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = match s.requests.lock() {
+        Ok(g) => g
+            .send(AdminRequest::Checkpoint {
+                is_final,
+                reply: tx,
+            })
+            .is_ok(),
+        Err(_) => false,
+    };
+    if !sent {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the job is not running"})),
+        )
+            .into_response();
+    }
+    let timeout = Duration::from_secs(600);
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(Ok(id))) => {
+            Json(serde_json::json!({"checkpointId": id, "final": is_final})).into_response()
+        }
+        Ok(Ok(Err(e))) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({"error": e})),
+        )
+            .into_response(),
+        Ok(Err(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the job stopped before the checkpoint completed"})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(serde_json::json!({"error": "timed out waiting for the checkpoint"})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,217 @@
+//! Moving checkpoints between a task's local RocksDB checkpoint directory and storage:
+//! incremental upload, verified download, catalog loading and marker writing.
+
+use super::catalog::{Catalog, CatalogEntry};
+use super::storage::{CheckpointStorage, StorageError};
+use super::{
+    checkpoint_dir, marker_path, parse_checkpoint_dir, task_manifest_path, CompletedMarker,
+    FileRef, TaskManifest,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// A transfer that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Storage I/O failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Local file I/O failed.
+    #[error("{action} {path}: {source}")]
+    Local {
+        /// What was done.
+        action: &'static str,
+        /// Local path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The checkpoint is unusable (missing, truncated or altered file, bad manifest).
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+fn local<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl Fn(std::io::Error) -> TransferError + 'a {
+    move |source| TransferError::Local {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Lists every `chk-<id>` of the job with its marker (unreadable markers become problems).
+pub fn load_catalog(storage: &CheckpointStorage) -> Result<Catalog, TransferError> {
+    let mut entries = vec![];
+    for dir in storage.list_dirs("")? {
+        let Some(id) = parse_checkpoint_dir(&dir) else {
+            continue;
+        };
+        let (marker, problem) = match storage.get(&marker_path(id))? {
+            None => (None, None),
+            Some(bytes) => match serde_json::from_slice::<CompletedMarker>(&bytes) {
+                Ok(m) => (Some(m), None),
+                Err(e) => (None, Some(format!("_COMPLETED marker unreadable: {e}"))),
+            },
+        };
+        entries.push(CatalogEntry {
+            id,
+            marker,
+            problem,
+        });
+    }
+    entries.sort_by_key(|e| e.id);
+    Ok(Catalog { entries })
+}
+
+/// Uploads the RocksDB checkpoint in `local_dir` as task `manifest.task` of checkpoint
+/// `manifest.checkpoint_id`, skipping SSTs already stored. Fills `manifest.files`, writes the
+/// task manifest, and returns the number of bytes uploaded.
+pub fn upload_task(
+    storage: &CheckpointStorage,
+    local_dir: &Path,
+    manifest: &mut TaskManifest,
+    known_ssts: &mut HashSet<String>,
+) -> Result<u64, TransferError> {
+    let id = manifest.checkpoint_id;
+    let task = manifest.task;
+    let mut names: Vec<String> = std::fs::read_dir(local_dir)
+        .map_err(local("listing", local_dir))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let mut uploaded = 0u64;
+    let mut files = vec![];
+    for name in names {
+        let path = local_dir.join(&name);
+        let bytes = std::fs::read(&path).map_err(local("reading", &path))?;
+        let sha = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        let key = if name.ends_with(".sst") {
+            let key = format!("sst/task-{task}/{sha}.sst");
+            if !known_ssts.contains(&key) {
+                if storage.size(&key)? != Some(size) {
+                    storage.put(&key, bytes)?;
+                    uploaded += size;
+                }
+                known_ssts.insert(key.clone());
+            }
+            key
+        } else {
+            let key = format!("{}/task-{task}/files/{name}", checkpoint_dir(id));
+            storage.put(&key, bytes)?;
+            uploaded += size;
+            key
+        };
+        files.push(FileRef {
+            name,
+            key,
+            size,
+            sha256: sha,
+        });
+    }
+    manifest.files = files;
+    let json = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| TransferError::Corrupt(format!("encoding manifest: {e}")))?;
+    storage.put(&task_manifest_path(id, task), json)?;
+    Ok(uploaded)
+}
+
+/// Reads task `task`'s manifest of checkpoint `id`.
+pub fn read_manifest(
+    storage: &CheckpointStorage,
+    id: u64,
+    task: u32,
+) -> Result<TaskManifest, TransferError> {
+    let path = task_manifest_path(id, task);
+    let bytes = storage
+        .get(&path)?
+        .ok_or_else(|| TransferError::Corrupt(format!("{path} is missing")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TransferError::Corrupt(format!("{path} is unreadable: {e}")))
+}
+
+/// Downloads task `task` of checkpoint `id` into `target` (created fresh), verifying the
+/// presence, size and sha256 of every file. `Corrupt` means: walk back to an older checkpoint.
+pub fn download_task(
+    storage: &CheckpointStorage,
+    id: u64,
+    task: u32,
+    target: &Path,
+) -> Result<TaskManifest, TransferError> {
+    let manifest = read_manifest(storage, id, task)?;
+    if manifest.checkpoint_id != id || manifest.task != task {
+        return Err(TransferError::Corrupt(format!(
+            "{} names checkpoint {} task {}",
+            task_manifest_path(id, task),
+            manifest.checkpoint_id,
+            manifest.task
+        )));
+    }
+    if target.exists() {
+        std::fs::remove_dir_all(target).map_err(local("removing", target))?;
+    }
+    std::fs::create_dir_all(target).map_err(local("creating", target))?;
+    for f in &manifest.files {
+        let bytes = storage
+            .get(&f.key)?
+            .ok_or_else(|| TransferError::Corrupt(format!("{} is missing", f.key)))?;
+        if bytes.len() as u64 != f.size {
+            return Err(TransferError::Corrupt(format!(
+                "{} has {} bytes, the manifest says {}",
+                f.key,
+                bytes.len(),
+                f.size
+            )));
+        }
+        if sha256_hex(&bytes) != f.sha256 {
+            return Err(TransferError::Corrupt(format!(
+                "{} does not match its sha256 in the manifest",
+                f.key
+            )));
+        }
+        if f.name.contains('/') || f.name.contains("..") {
+            return Err(TransferError::Corrupt(format!(
+                "manifest names an invalid file '{}'",
+                f.name
+            )));
+        }
+        let path = target.join(&f.name);
+        std::fs::write(&path, &bytes).map_err(local("writing", &path))?;
+    }
+    Ok(manifest)
+}
+
+/// Writes the completion marker (the last write of a checkpoint).
+pub fn write_marker(
+    storage: &CheckpointStorage,
+    marker: &CompletedMarker,
+) -> Result<(), TransferError> {
+    let json = serde_json::to_vec_pretty(marker)
+        .map_err(|e| TransferError::Corrupt(format!("encoding marker: {e}")))?;
+    storage.put(&marker_path(marker.checkpoint_id), json)?;
+    Ok(())
+}
+
+/// Reads the marker of `id`, if present.
+pub fn read_marker(
+    storage: &CheckpointStorage,
+    id: u64,
+) -> Result<Option<CompletedMarker>, TransferError> {
+    match storage.get(&marker_path(id))? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| TransferError::Corrupt(format!("{} unreadable: {e}", marker_path(id)))),
+    }
+}

@@ -1,0 +1,34 @@
+//! `map`: replace each record by a CEL expression over `e` that yields a map.
+
+use super::{compile, Context, OpResult, Operator};
+use crate::record::Record;
+use weir_crds::validate::SpecError;
+use weir_expr::{Expr, Value};
+
+/// Rewrites records; errors and non-map results go to `deadLetter`.
+pub struct MapOp {
+    expr: Expr,
+}
+
+impl MapOp {
+    /// Compiles the expression (`field` names it in errors).
+    pub fn new(field: &str, src: &str) -> Result<Self, SpecError> {
+        Ok(MapOp {
+            expr: compile(field, src)?,
+        })
+    }
+}
+
+impl Operator for MapOp {
+    fn process(&mut self, _input: usize, record: Record, ctx: &mut Context<'_>) -> OpResult {
+        match self.expr.eval(&[&record.value]) {
+            Ok(v @ Value::Map(_)) => ctx.emit(Record { value: v, ..record }),
+            Ok(other) => ctx.dead_letter(
+                &record,
+                &format!("map must yield a map, got {}", other.to_json()),
+            ),
+            Err(e) => ctx.dead_letter(&record, &e.to_string()),
+        }
+        Ok(())
+    }
+}

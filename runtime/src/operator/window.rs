@@ -1,0 +1,400 @@
+//! `window`: keyed tumbling, sliding and session windows with aggregates and allowed lateness.
+//!
+//! A window fires when the watermark reaches its last millisecond (`end − 1`), emitting
+//! `{key, windowStart, windowEnd, <aggregates>}` with event time `end − 1`. With allowed
+//! lateness its state is kept until `end − 1 + allowedLateness`, and every late-but-allowed
+//! record re-emits the updated result. Records for windows past that go to `<op>.late`.
+
+use super::aggregate::Acc;
+use super::window_assign::{assign, is_late, overlapping, WindowBounds};
+use super::{compile, state_err, Context, KeyedState, OpResult, Operator};
+use crate::record::Record;
+use crate::state::StateHandle;
+use crate::time::{TimeDomain, Timer};
+use serde::{Deserialize, Serialize};
+use weir_crds::pipeline::{AggregateOp, WindowSpec, WindowType};
+use weir_crds::validate::SpecError;
+use weir_expr::{Expr, Value};
+
+/// One window's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WinState {
+    start: i64,
+    end: i64,
+    key: Value,
+    accs: Vec<Acc>,
+    fired: bool,
+}
+
+enum Shape {
+    Fixed { size: i64, slide: i64 },
+    Session { gap: i64 },
+}
+
+/// The window operator.
+pub struct Window {
+    name: String,
+    key: Option<Expr>,
+    shape: Shape,
+    lateness: i64,
+    aggs: Vec<(String, AggregateOp, Option<Expr>)>,
+    fixed: Option<KeyedState<WinState>>,
+    sessions: Option<KeyedState<Vec<WinState>>>,
+}
+
+fn ms(d: weir_crds::Dur) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+const SEP: char = '\u{1}';
+
+impl Window {
+    /// Compiles key and aggregate expressions; `field` is `spec.pipeline.operators[i].window`.
+    pub fn new(field: &str, name: &str, spec: &WindowSpec) -> Result<Self, Vec<SpecError>> {
+        let mut errors = vec![];
+        let key = match &spec.key {
+            Some(k) => compile(&format!("{field}.key"), k)
+                .map_err(|e| errors.push(e))
+                .ok(),
+            None => None,
+        };
+        let mut aggs = vec![];
+        for (i, a) in spec.aggregates.iter().enumerate() {
+            let of = match &a.of {
+                Some(src) => compile(&format!("{field}.aggregates[{i}].of"), src)
+                    .map_err(|e| errors.push(e))
+                    .ok(),
+                None => None,
+            };
+            aggs.push((a.name.clone(), a.op, of));
+        }
+        let shape = match spec.window_type {
+            WindowType::Tumbling => {
+                let size = spec.size.map(ms).unwrap_or(0);
+                Shape::Fixed { size, slide: size }
+            }
+            WindowType::Sliding => Shape::Fixed {
+                size: spec.size.map(ms).unwrap_or(0),
+                slide: spec.slide.map(ms).unwrap_or(0),
+            },
+            WindowType::Session => Shape::Session {
+                gap: spec.gap.map(ms).unwrap_or(0),
+            },
+        };
+        match &shape {
+            Shape::Fixed { size, slide } if *size <= 0 || *slide <= 0 => errors.push(SpecError {
+                field: format!("{field}.size"),
+                message: "size (and slide for sliding windows) must be greater than 0".into(),
+            }),
+            Shape::Session { gap } if *gap <= 0 => errors.push(SpecError {
+                field: format!("{field}.gap"),
+                message: "session windows need a gap greater than 0".into(),
+            }),
+            _ => {}
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Window {
+            name: name.to_string(),
+            key,
+            shape,
+            lateness: ms(spec.allowed_lateness),
+            aggs,
+            fixed: None,
+            sessions: None,
+        })
+    }
+
+    fn result(&self, w: &WinState) -> Record {
+        let mut fields: Vec<(String, Value)> = Vec::with_capacity(self.aggs.len() + 3);
+        if self.key.is_some() {
+            fields.push(("key".into(), w.key.clone()));
+        }
+        fields.push(("windowStart".into(), Value::Int(w.start)));
+        fields.push(("windowEnd".into(), Value::Int(w.end)));
+        for ((name, _, _), acc) in self.aggs.iter().zip(&w.accs) {
+            fields.push((name.clone(), acc.result()));
+        }
+        Record {
+            ts: w.end - 1,
+            value: Value::map(fields),
+            ingest_ms: crate::record::now_ms(),
+        }
+    }
+
+    fn new_state(&self, b: WindowBounds, key: &Value) -> WinState {
+        WinState {
+            start: b.start,
+            end: b.end,
+            key: key.clone(),
+            accs: self.aggs.iter().map(|(_, op, _)| Acc::new(*op)).collect(),
+            fired: false,
+        }
+    }
+
+    fn register(&self, ctx: &mut Context<'_>, b: WindowBounds, timer_key: &str) {
+        ctx.register_timer(TimeDomain::EventTime, b.max_timestamp(), timer_key);
+        if self.lateness > 0 {
+            ctx.register_timer(
+                TimeDomain::EventTime,
+                b.max_timestamp().saturating_add(self.lateness),
+                timer_key,
+            );
+        }
+    }
+
+    fn delete_timers(&self, ctx: &mut Context<'_>, b: WindowBounds, timer_key: &str) {
+        ctx.delete_timer(TimeDomain::EventTime, b.max_timestamp(), timer_key);
+        if self.lateness > 0 {
+            ctx.delete_timer(
+                TimeDomain::EventTime,
+                b.max_timestamp().saturating_add(self.lateness),
+                timer_key,
+            );
+        }
+    }
+
+    /// Evaluates key and aggregate inputs; `Err` is the dead-letter message.
+    fn inputs(&self, record: &Record) -> Result<(Value, Vec<Value>), String> {
+        let key = match &self.key {
+            Some(k) => k.eval(&[&record.value]).map_err(|e| e.to_string())?,
+            None => Value::Null,
+        };
+        let mut vals = Vec::with_capacity(self.aggs.len());
+        for (name, _, of) in &self.aggs {
+            vals.push(match of {
+                Some(e) => e
+                    .eval(&[&record.value])
+                    .map_err(|e| format!("aggregate '{name}': {e}"))?,
+                None => Value::Null,
+            });
+        }
+        Ok((key, vals))
+    }
+
+    fn add_all(accs: &mut [Acc], ts: i64, vals: &[Value]) -> Result<(), String> {
+        for (a, v) in accs.iter_mut().zip(vals) {
+            a.add(ts, v)?;
+        }
+        Ok(())
+    }
+
+    fn check_types(&self, vals: &[Value]) -> Result<(), String> {
+        let mut probe: Vec<Acc> = self.aggs.iter().map(|(_, op, _)| Acc::new(*op)).collect();
+        Self::add_all(&mut probe, 0, vals)
+    }
+
+    fn process_fixed(
+        &mut self,
+        size: i64,
+        slide: i64,
+        record: Record,
+        key: Value,
+        vals: Vec<Value>,
+        ctx: &mut Context<'_>,
+    ) -> OpResult {
+        let live: Vec<WindowBounds> = assign(record.ts, size, slide)
+            .into_iter()
+            .filter(|w| !is_late(w, self.lateness, ctx.watermark))
+            .collect();
+        if live.is_empty() {
+            ctx.emit_side("late", record);
+            return Ok(());
+        }
+        let key_str = key.key_string();
+        let err = state_err(&self.name);
+        for b in live {
+            let skey = format!("{key_str}{SEP}{}{SEP}{}", b.start, b.end);
+            let Some(states) = self.fixed.as_mut() else {
+                return Ok(());
+            };
+            let existed = states.get(&skey).map_err(&err)?.is_some();
+            if !existed {
+                let fresh = self.new_state(b, &key);
+                self.register(ctx, b, &skey);
+                let Some(states) = self.fixed.as_mut() else {
+                    return Ok(());
+                };
+                states.put(&skey, fresh).map_err(&err)?;
+            }
+            let Some(states) = self.fixed.as_mut() else {
+                return Ok(());
+            };
+            let Some(st) = states.get_mut(&skey).map_err(&err)? else {
+                continue;
+            };
+            // types were checked before, so this cannot fail half-way
+            let _ = Self::add_all(&mut st.accs, record.ts, &vals);
+            if ctx.watermark >= b.max_timestamp() {
+                st.fired = true;
+                let snapshot = st.clone();
+                let out = self.result(&snapshot);
+                ctx.emit(out);
+            }
+        }
+        Ok(())
+    }
+
+    fn process_session(
+        &mut self,
+        gap: i64,
+        record: Record,
+        key: Value,
+        vals: Vec<Value>,
+        ctx: &mut Context<'_>,
+    ) -> OpResult {
+        let b = WindowBounds {
+            start: record.ts,
+            end: record.ts.saturating_add(gap),
+        };
+        if is_late(&b, self.lateness, ctx.watermark) {
+            ctx.emit_side("late", record);
+            return Ok(());
+        }
+        let key_str = key.key_string();
+        let err = state_err(&self.name);
+        let Some(states) = self.sessions.as_mut() else {
+            return Ok(());
+        };
+        let mut list = states.remove(&key_str).map_err(&err)?.unwrap_or_default();
+        let bounds: Vec<WindowBounds> = list
+            .iter()
+            .map(|s| WindowBounds {
+                start: s.start,
+                end: s.end,
+            })
+            .collect();
+        let hits = overlapping(&bounds, b);
+        let mut merged = self.new_state(b, &key);
+        for &i in hits.iter().rev() {
+            let old = list.remove(i);
+            self.delete_timers(
+                ctx,
+                WindowBounds {
+                    start: old.start,
+                    end: old.end,
+                },
+                &key_str,
+            );
+            merged.start = merged.start.min(old.start);
+            merged.end = merged.end.max(old.end);
+            for (a, o) in merged.accs.iter_mut().zip(old.accs) {
+                a.merge(o);
+            }
+        }
+        let _ = Self::add_all(&mut merged.accs, record.ts, &vals);
+        let mb = WindowBounds {
+            start: merged.start,
+            end: merged.end,
+        };
+        self.register(ctx, mb, &key_str);
+        if ctx.watermark >= mb.max_timestamp() {
+            merged.fired = true;
+            let out = self.result(&merged);
+            ctx.emit(out);
+        }
+        list.push(merged);
+        list.sort_by_key(|s| s.start);
+        let Some(states) = self.sessions.as_mut() else {
+            return Ok(());
+        };
+        states.put(&key_str, list).map_err(&err)
+    }
+}
+
+impl Operator for Window {
+    fn on_start(&mut self, state: &StateHandle) -> OpResult {
+        match self.shape {
+            Shape::Fixed { .. } => self.fixed = Some(KeyedState::new(state.clone(), "w", 100_000)),
+            Shape::Session { .. } => {
+                self.sessions = Some(KeyedState::new(state.clone(), "s", 100_000))
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, _input: usize, record: Record, ctx: &mut Context<'_>) -> OpResult {
+        let (key, vals) = match self
+            .inputs(&record)
+            .and_then(|kv| self.check_types(&kv.1).map(|_| kv))
+        {
+            Ok(kv) => kv,
+            Err(e) => {
+                ctx.dead_letter(&record, &e);
+                return Ok(());
+            }
+        };
+        match self.shape {
+            Shape::Fixed { size, slide } => self.process_fixed(size, slide, record, key, vals, ctx),
+            Shape::Session { gap } => self.process_session(gap, record, key, vals, ctx),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Context<'_>) -> OpResult {
+        let err = state_err(&self.name);
+        let lateness = self.lateness;
+        match self.shape {
+            Shape::Fixed { .. } => {
+                let mut parts = timer.key.rsplitn(3, SEP);
+                let end: i64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let Some(states) = self.fixed.as_mut() else {
+                    return Ok(());
+                };
+                if timer.time == end - 1 {
+                    let fired = match states.get_mut(&timer.key).map_err(&err)? {
+                        Some(st) => {
+                            st.fired = true;
+                            Some(st.clone())
+                        }
+                        None => None,
+                    };
+                    if lateness == 0 {
+                        states.remove(&timer.key).map_err(&err)?;
+                    }
+                    if let Some(st) = fired {
+                        let out = self.result(&st);
+                        ctx.emit(out);
+                    }
+                } else {
+                    states.remove(&timer.key).map_err(&err)?;
+                }
+            }
+            Shape::Session { .. } => {
+                let Some(states) = self.sessions.as_mut() else {
+                    return Ok(());
+                };
+                let Some(mut list) = states.remove(&timer.key).map_err(&err)? else {
+                    return Ok(());
+                };
+                let mut outs = vec![];
+                for s in list.iter_mut() {
+                    if !s.fired && s.end - 1 <= timer.time {
+                        s.fired = true;
+                        outs.push(s.clone());
+                    }
+                }
+                list.retain(|s| !(s.fired && (s.end - 1).saturating_add(lateness) <= timer.time));
+                if !list.is_empty() {
+                    states.put(&timer.key, list).map_err(&err)?;
+                }
+                for s in outs {
+                    let out = self.result(&s);
+                    ctx.emit(out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, _checkpoint_id: u64) -> OpResult {
+        let err = state_err(&self.name);
+        if let Some(s) = self.fixed.as_mut() {
+            s.flush().map_err(&err)?;
+        }
+        if let Some(s) = self.sessions.as_mut() {
+            s.flush().map_err(&err)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! Sinks: where a task's records leave the job. File sinks are two-phase (exactly-once).
+
+pub mod file;
+pub mod stdout;
+
+use crate::record::Record;
+
+/// A sink operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// File I/O failed.
+    #[error("sink '{sink}': {action} {path}: {source}")]
+    Io {
+        /// Sink name.
+        sink: String,
+        /// What was done.
+        action: &'static str,
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A task's writer for one sink.
+pub trait Sink: Send {
+    /// Called once at start with the checkpoint the task restored from (if any), before any write.
+    fn on_restore(&mut self, _restored: Option<u64>) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Writes one record.
+    fn write(&mut self, record: &Record) -> Result<(), SinkError>;
+    /// Flushes buffered output (called after each batch).
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Pre-commits everything written so far as part of checkpoint `id` (phase one).
+    fn prepare(&mut self, _id: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Checkpoint `id` completed: make its output visible (phase two).
+    fn commit(&mut self, _id: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

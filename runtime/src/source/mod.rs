@@ -1,0 +1,61 @@
+//! Sources: readers of one input partition each, resumable from an offset.
+
+pub mod file;
+pub mod generator;
+pub mod placeholder_generator;
+
+use weir_expr::Value;
+
+/// A source read that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// File I/O failed.
+    #[error("source '{source_name}' partition {partition} ({path}): {message}")]
+    File {
+        /// Source name.
+        source_name: String,
+        /// Partition index.
+        partition: u32,
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The generator could not be created.
+    #[error("source '{source_name}': {message}")]
+    Generator {
+        /// Source name.
+        source_name: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// What a read produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Records were appended (maybe fewer than asked).
+    Data,
+    /// Nothing available right now (rate limit, or following a file).
+    Waiting,
+    /// The partition has ended and will produce nothing more.
+    Exhausted,
+}
+
+/// A reader of one input partition.
+pub trait PartitionReader: Send {
+    /// Appends up to `max` records as (event time if the source knows it, value).
+    fn read(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(Option<i64>, Value)>,
+    ) -> Result<ReadStatus, SourceError>;
+    /// The offset to resume from after the records read so far.
+    fn offset(&self) -> u64;
+    /// Resumes at `offset` (from a checkpoint).
+    fn seek(&mut self, offset: u64) -> Result<(), SourceError>;
+    /// Records skipped because they could not be parsed.
+    fn malformed(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,349 @@
+//! Task state: one RocksDB per task, a column family per operator, WAL off, and a
+//! write-back cache ([`KeyedState`]) in front that is flushed on checkpoint or eviction.
+//!
+//! Durability comes from checkpoints, not from the WAL: after a crash the local database is
+//! thrown away and the task restores from the checkpoint it is told to use.
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Column family holding task-level data (not owned by an operator).
+pub const TASK_CF: &str = "task";
+
+/// A state operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Opening the database failed.
+    #[error("opening state database {path}: {source}")]
+    Open {
+        /// Database directory.
+        path: PathBuf,
+        /// The RocksDB error.
+        source: rocksdb::Error,
+    },
+    /// A read or write failed.
+    #[error("state {action} in column family '{cf}': {message}")]
+    Access {
+        /// What was being done.
+        action: &'static str,
+        /// The column family.
+        cf: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// Taking the local hard-link checkpoint failed.
+    #[error("creating local checkpoint at {path}: {source}")]
+    Checkpoint {
+        /// Target directory.
+        path: PathBuf,
+        /// The RocksDB error.
+        source: rocksdb::Error,
+    },
+}
+
+/// The column family name of an operator's state.
+pub fn operator_cf(operator: &str) -> String {
+    format!("op-{operator}")
+}
+
+/// One task's RocksDB.
+pub struct StateStore {
+    db: Arc<DB>,
+    path: PathBuf,
+    cfs: Vec<String>,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the database at `path` with the given column families.
+    ///
+    /// Returns the store and the column families found in the database that are not in `cfs`
+    /// (state that does not map onto the current graph).
+    pub fn open(path: &Path, cfs: &[String]) -> Result<(StateStore, Vec<String>), StateError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(1);
+        let existing = DB::list_cf(&opts, path).unwrap_or_default();
+        let mut all: Vec<String> = cfs.to_vec();
+        if !all.iter().any(|c| c == TASK_CF) {
+            all.push(TASK_CF.to_string());
+        }
+        let orphans: Vec<String> = existing
+            .iter()
+            .filter(|c| c.as_str() != "default" && !all.contains(c))
+            .cloned()
+            .collect();
+        for c in &existing {
+            if c != "default" && !all.contains(c) {
+                all.push(c.clone());
+            }
+        }
+        let descriptors = all
+            .iter()
+            .map(|c| ColumnFamilyDescriptor::new(c, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|source| {
+            StateError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok((
+            StateStore {
+                db: Arc::new(db),
+                path: path.to_path_buf(),
+                cfs: all,
+            },
+            orphans,
+        ))
+    }
+
+    /// A handle on one column family.
+    pub fn handle(&self, cf: &str) -> StateHandle {
+        StateHandle {
+            db: self.db.clone(),
+            cf: cf.to_string(),
+        }
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes memtables and writes a hard-link checkpoint of the database to `dir`.
+    pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StateError> {
+        let err = |source| StateError::Checkpoint {
+            path: dir.to_path_buf(),
+            source,
+        };
+        for cf in &self.cfs {
+            if let Some(h) = self.db.cf_handle(cf) {
+                self.db.flush_cf(&h).map_err(err)?;
+            }
+        }
+        let cp = rocksdb::checkpoint::Checkpoint::new(self.db.as_ref()).map_err(err)?;
+        cp.create_checkpoint(dir).map_err(err)
+    }
+}
+
+/// Access to one column family of a task's database.
+#[derive(Clone)]
+pub struct StateHandle {
+    db: Arc<DB>,
+    cf: String,
+}
+
+impl StateHandle {
+    fn access_err(&self, action: &'static str, message: impl ToString) -> StateError {
+        StateError::Access {
+            action,
+            cf: self.cf.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Reads one raw value.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let cf = self
+            .db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| self.access_err("read", "column family missing"))?;
+        self.db
+            .get_cf(&cf, key)
+            .map_err(|e| self.access_err("read", e))
+    }
+
+    /// Applies puts (`Some`) and deletes (`None`) in one batch without the WAL.
+    pub fn write_batch(
+        &self,
+        ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StateError> {
+        let cf = self
+            .db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| self.access_err("write", "column family missing"))?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.put_cf(&cf, k, v),
+                None => batch.delete_cf(&cf, k),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| self.access_err("write", e))
+    }
+
+    /// All raw entries whose key starts with `prefix`.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let cf = self
+            .db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| self.access_err("scan", "column family missing"))?;
+        let mut out = vec![];
+        let iter = self.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(|e| self.access_err("scan", e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+struct Slot<V> {
+    value: Option<V>,
+    dirty: bool,
+}
+
+/// A keyed map of serde values in one column family, behind a write-back cache.
+///
+/// Reads go to the cache, then RocksDB; writes stay in the cache until [`KeyedState::flush`]
+/// (called by the operator's `snapshot` hook) or until the cache exceeds its capacity.
+pub struct KeyedState<V> {
+    handle: StateHandle,
+    prefix: Vec<u8>,
+    cache: HashMap<String, Slot<V>>,
+    capacity: usize,
+}
+
+impl<V: Serialize + DeserializeOwned> KeyedState<V> {
+    /// A state named `name` (a key prefix) in `handle`'s column family.
+    pub fn new(handle: StateHandle, name: &str, capacity: usize) -> Self {
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        KeyedState {
+            handle,
+            prefix,
+            cache: HashMap::new(),
+            capacity: capacity.max(16),
+        }
+    }
+
+    fn db_key(&self, key: &str) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    fn load(&mut self, key: &str) -> Result<(), StateError> {
+        if self.cache.contains_key(key) {
+            return Ok(());
+        }
+        if self.cache.len() >= self.capacity {
+            self.flush()?;
+            self.cache.clear();
+        }
+        let value = match self.handle.get_raw(&self.db_key(key))? {
+            Some(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|e| self.handle.access_err("decode", e))?,
+            ),
+            None => None,
+        };
+        self.cache.insert(
+            key.to_string(),
+            Slot {
+                value,
+                dirty: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&mut self, key: &str) -> Result<Option<&V>, StateError> {
+        self.load(key)?;
+        Ok(self.cache.get(key).and_then(|s| s.value.as_ref()))
+    }
+
+    /// A mutable reference to the value of `key` (marks it dirty), if any.
+    pub fn get_mut(&mut self, key: &str) -> Result<Option<&mut V>, StateError> {
+        self.load(key)?;
+        Ok(self.cache.get_mut(key).and_then(|s| {
+            s.dirty = true;
+            s.value.as_mut()
+        }))
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &str, value: V) -> Result<(), StateError> {
+        if !self.cache.contains_key(key) && self.cache.len() >= self.capacity {
+            self.flush()?;
+            self.cache.clear();
+        }
+        self.cache.insert(
+            key.to_string(),
+            Slot {
+                value: Some(value),
+                dirty: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Result<Option<V>, StateError> {
+        self.load(key)?;
+        Ok(self.cache.get_mut(key).and_then(|s| {
+            s.dirty = true;
+            s.value.take()
+        }))
+    }
+
+    /// Writes dirty entries to RocksDB (WAL off).
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        let mut ops = Vec::new();
+        for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
+            let mut key = self.prefix.clone();
+            key.extend_from_slice(k.as_bytes());
+            let value = match &slot.value {
+                Some(v) => {
+                    Some(serde_json::to_vec(v).map_err(|e| self.handle.access_err("encode", e))?)
+                }
+                None => None,
+            };
+            ops.push((key, value));
+            slot.dirty = false;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.cache.retain(|_, s| s.value.is_some());
+        self.handle.write_batch(ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_back_cache_persists_on_flush_and_survives_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, orphans) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        assert!(orphans.is_empty());
+        let mut s: KeyedState<u64> = KeyedState::new(store.handle(&cf), "counts", 16);
+        for i in 0..100u64 {
+            s.put(&format!("k{i}"), i).unwrap();
+        }
+        *s.get_mut("k5").unwrap().unwrap() += 1000;
+        s.remove("k7").unwrap();
+        s.flush().unwrap();
+        let mut fresh: KeyedState<u64> = KeyedState::new(store.handle(&cf), "counts", 16);
+        assert_eq!(fresh.get("k5").unwrap(), Some(&1005));
+        assert_eq!(fresh.get("k99").unwrap(), Some(&99));
+        assert_eq!(fresh.get("k7").unwrap(), None);
+    }
+}

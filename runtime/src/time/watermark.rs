@@ -1,0 +1,149 @@
+//! Bounded-out-of-orderness watermarks per input partition, and the task watermark over them.
+//!
+//! A partition's watermark is `max event time seen − maxOutOfOrderness − 1` (Flink's convention:
+//! a record whose time equals the watermark is late). The task watermark is the minimum over its
+//! partitions, except that exhausted partitions do not count and partitions idle for longer than
+//! their idle timeout do not hold it back. It never goes backwards.
+
+use serde::{Deserialize, Serialize};
+
+/// Watermark of the task before any record was seen.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// Watermark state of one input partition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartitionWatermark {
+    /// Largest event time seen (epoch ms), `i64::MIN` if none.
+    pub max_ts: i64,
+    /// Allowed out-of-orderness, ms.
+    pub out_of_orderness_ms: i64,
+    /// After this many ms without records the partition is idle; `None` = never idle.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<i64>,
+    /// Wall-clock ms of the last record (not persisted meaningfully; reset on restore).
+    #[serde(default)]
+    pub last_active_ms: i64,
+    /// The partition has ended (bounded source exhausted).
+    #[serde(default)]
+    pub exhausted: bool,
+}
+
+impl PartitionWatermark {
+    /// A partition with the given bounds that has seen nothing yet.
+    pub fn new(out_of_orderness_ms: i64, idle_timeout_ms: Option<i64>, now_ms: i64) -> Self {
+        PartitionWatermark {
+            max_ts: i64::MIN,
+            out_of_orderness_ms,
+            idle_timeout_ms,
+            last_active_ms: now_ms,
+            exhausted: false,
+        }
+    }
+
+    /// Records a record's event time; returns true if the partition watermark moved.
+    pub fn observe(&mut self, ts: i64, now_ms: i64) -> bool {
+        self.last_active_ms = now_ms;
+        if ts > self.max_ts {
+            self.max_ts = ts;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The partition's watermark.
+    pub fn current(&self) -> i64 {
+        if self.exhausted {
+            return i64::MAX;
+        }
+        if self.max_ts == i64::MIN {
+            return NO_WATERMARK;
+        }
+        self.max_ts
+            .saturating_sub(self.out_of_orderness_ms)
+            .saturating_sub(1)
+    }
+
+    /// Whether the partition has been idle past its timeout at `now_ms`.
+    pub fn is_idle(&self, now_ms: i64) -> bool {
+        self.idle_timeout_ms
+            .is_some_and(|t| now_ms.saturating_sub(self.last_active_ms) >= t)
+    }
+}
+
+/// The task watermark over `parts` at `now_ms`, never below `previous`.
+///
+/// Idle partitions are skipped; if every live partition is idle the largest of their
+/// watermarks is used so that an entirely quiet input still lets time advance.
+pub fn task_watermark(parts: &[PartitionWatermark], previous: i64, now_ms: i64) -> i64 {
+    let mut min_active: Option<i64> = None;
+    let mut max_idle: Option<i64> = None;
+    for p in parts {
+        let w = p.current();
+        if !p.exhausted && p.is_idle(now_ms) {
+            max_idle = Some(max_idle.map_or(w, |m| m.max(w)));
+        } else {
+            min_active = Some(min_active.map_or(w, |m| m.min(w)));
+        }
+    }
+    let candidate = match (min_active, max_idle) {
+        (Some(a), _) => a,
+        (None, Some(i)) => i,
+        (None, None) => i64::MAX,
+    };
+    candidate.max(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_watermark_lags_max_by_out_of_orderness() {
+        let mut p = PartitionWatermark::new(5_000, None, 0);
+        assert_eq!(p.current(), NO_WATERMARK);
+        p.observe(10_000, 0);
+        p.observe(8_000, 0);
+        assert_eq!(p.current(), 4_999);
+    }
+
+    #[test]
+    fn task_watermark_is_min_over_partitions_and_monotonic() {
+        let mut a = PartitionWatermark::new(0, None, 0);
+        let mut b = PartitionWatermark::new(0, None, 0);
+        a.observe(100, 0);
+        b.observe(50, 0);
+        assert_eq!(task_watermark(&[a.clone(), b.clone()], NO_WATERMARK, 0), 49);
+        // never goes back
+        assert_eq!(task_watermark(&[a.clone(), b.clone()], 70, 0), 70);
+        b.exhausted = true;
+        assert_eq!(task_watermark(&[a, b], NO_WATERMARK, 0), 99);
+    }
+
+    #[test]
+    fn idle_partition_does_not_hold_back() {
+        let mut a = PartitionWatermark::new(0, Some(1_000), 0);
+        let mut b = PartitionWatermark::new(0, Some(1_000), 0);
+        a.observe(100, 5_000);
+        b.observe(10, 0);
+        // at 5_500 b is idle (last active 0), a is not
+        assert_eq!(
+            task_watermark(&[a.clone(), b.clone()], NO_WATERMARK, 5_500),
+            99
+        );
+        // before b's timeout, b holds the task back
+        assert_eq!(
+            task_watermark(&[a.clone(), b.clone()], NO_WATERMARK, 500),
+            9
+        );
+        // both idle: the largest idle watermark
+        assert_eq!(task_watermark(&[a, b], NO_WATERMARK, 60_000), 99);
+    }
+
+    #[test]
+    fn all_exhausted_is_end_of_time() {
+        let mut a = PartitionWatermark::new(0, None, 0);
+        a.exhausted = true;
+        assert_eq!(task_watermark(&[a], NO_WATERMARK, 0), i64::MAX);
+    }
+}

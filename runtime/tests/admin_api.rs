@@ -1,0 +1,122 @@
+//! The admin API in local mode: metrics, readiness, status, and a final checkpoint on request.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn metrics_status_and_final_checkpoint() {
+    let dir = tmp();
+    let ck = dir.path().join("ck");
+    let out = dir.path().join("out");
+    let f = dir.path().join("job.yaml");
+    write(
+        &f,
+        &format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: {{name: adm}}
+spec:
+  image: weir-runtime:dev
+  checkpoint: {{interval: 1h, storage: "file://{ck}"}}
+  pipeline:
+    sources:
+      - name: gen
+        generator: {{kind: nexmark, rate: 2000, partitions: 2}}
+    operators:
+      - {{name: w, input: gen, window: {{type: tumbling, size: 1s, aggregates: [{{name: n, op: count}}]}}}}
+    sinks:
+      - {{name: out, input: gen, file: {{path: "{out}"}}}}
+"#,
+            ck = ck.display(),
+            out = out.display()
+        ),
+    );
+    let port = free_port();
+    let child = spawn(
+        &[
+            "run",
+            "-q",
+            "-f",
+            &p(&f),
+            "--state-dir",
+            &p(&dir.path().join("st")),
+            "--admin-port",
+            &port.to_string(),
+        ],
+        &[],
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "admin port never opened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _) = http(port, "GET", "/healthz");
+    assert_eq!(code, 200);
+    while http(port, "GET", "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(30), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, metrics) = http(port, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("weir_task_records_in_total{job=\"adm\",task=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_task_latency_seconds_bucket"),
+        "{metrics}"
+    );
+    let (code, status) = http(port, "GET", "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["tasks"].as_array().map(|a| a.len()), Some(2));
+
+    // the interval is 1h, so this checkpoint exists only because we asked for it
+    let (code, body) = http(port, "POST", "/checkpoint?final=true");
+    assert_eq!(code, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["checkpointId"], 1);
+    let out_proc = wait_with_timeout(child, Duration::from_secs(60));
+    assert!(out_proc.status.success());
+    assert_eq!(completed_checkpoints(&job_root(&ck, "adm")), vec![1]);
+    assert!(
+        !committed_lines(&out).is_empty(),
+        "the final checkpoint committed output"
+    );
+}

@@ -1,0 +1,121 @@
+//! Bad manifests fail fast with errors that name the field, from `validate` and from `run`.
+
+mod common;
+use common::*;
+
+const GOOD: &str = r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: {name: demo}
+spec:
+  image: weir-runtime:dev
+  pipeline:
+    sources:
+      - {name: gen, generator: {kind: nexmark, count: 100, partitions: 2}}
+    operators:
+      - {name: bids, input: gen, filter: "e.type == 'bid'"}
+      - name: counts
+        input: bids
+        window: {type: tumbling, size: 1s, aggregates: [{name: n, op: count}]}
+    sinks:
+      - {name: out, input: counts, stdout: {}}
+"#;
+
+fn check(manifest: &str, expect: &[&str]) {
+    let dir = tmp();
+    let f = dir.path().join("job.yaml");
+    write(&f, manifest);
+    for args in [
+        vec!["validate", "-f", &p(&f)],
+        vec![
+            "run",
+            "-q",
+            "-f",
+            &p(&f),
+            "--state-dir",
+            &p(&dir.path().join("s")),
+        ],
+    ] {
+        let out = run_cmd(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} should fail; stderr: {stderr}"
+        );
+        for e in expect {
+            assert!(
+                stderr.contains(e),
+                "{args:?}: expected '{e}' in stderr:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn good_manifest_validates_and_prints_the_plan() {
+    let dir = tmp();
+    let f = dir.path().join("job.yaml");
+    write(&f, GOOD);
+    let out = run_cmd(&["validate", "-f", &p(&f)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 task(s)"), "{stdout}");
+    assert!(stdout.contains("counts [window] <- bids"), "{stdout}");
+}
+
+#[test]
+fn malformed_manifest_names_the_line_or_field() {
+    check(
+        &GOOD.replace("size: 1s", "size: 1 second"),
+        &["spec.pipeline.operators[1].window.size", "invalid duration"],
+    );
+    check(
+        "kind: StreamJob\nspec: [unclosed",
+        &["not valid YAML", "line"],
+    );
+}
+
+#[test]
+fn unknown_operator_names_the_field() {
+    check(
+        &GOOD.replace("filter: \"e.type == 'bid'\"", "frobnicate: x"),
+        &[
+            "spec.pipeline.operators[0].frobnicate",
+            "unknown operator type",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_operator_kind_names_the_field() {
+    check(
+        &GOOD.replace(
+            "filter: \"e.type == 'bid'\"",
+            "repartition: {key: e.id, brokers: \"kafka:9092\"}",
+        ),
+        &[
+            "spec.pipeline.operators[0].repartition",
+            "operator kind repartition is not supported by this runtime yet",
+        ],
+    );
+}
+
+#[test]
+fn bad_cel_names_the_field() {
+    check(
+        &GOOD.replace("e.type == 'bid'", "e.type == "),
+        &[
+            "spec.pipeline.operators[0].filter",
+            "invalid CEL expression",
+        ],
+    );
+    // parses, but uses a variable that is not in scope
+    check(
+        &GOOD.replace("e.type == 'bid'", "x.type == 'bid'"),
+        &["spec.pipeline.operators[0].filter", "unknown variable 'x'"],
+    );
+}

@@ -1,0 +1,135 @@
+//! Helpers shared by the end-to-end tests: run the real binary, read committed output.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weir-runtime")
+}
+
+pub fn write(path: &Path, text: &str) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+pub fn run_cmd(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "process did not finish within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs to completion and asserts success; returns stderr.
+pub fn run_to_end(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = wait_with_timeout(spawn(args, envs), Duration::from_secs(180));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "run failed: {stderr}");
+    stderr
+}
+
+/// Completed checkpoint ids under a job's checkpoint root.
+pub fn completed_checkpoints(job_root: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(job_root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let id = name.strip_prefix("chk-")?.parse().ok()?;
+                    e.path().join("_COMPLETED").exists().then_some(id)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Spawns a run, waits until `n` checkpoints completed under `job_root`, then kill -9s it.
+/// Panics if the process ends before that (the test would prove nothing).
+pub fn kill_after_checkpoints(args: &[&str], envs: &[(&str, &str)], job_root: &Path, n: usize) {
+    let mut child = spawn(args, envs);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "process ended ({status}) before it could be killed; make the input larger. stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if completed_checkpoints(job_root).len() >= n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+}
+
+/// All committed output lines (part-*.jsonl) of a file sink directory, sorted.
+pub fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut lines = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return lines;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("part-") && name.ends_with(".jsonl") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+pub fn job_root(ckpt: &Path, job: &str) -> PathBuf {
+    ckpt.join("local").join(job)
+}
