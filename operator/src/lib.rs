@@ -1,3 +1,25 @@
-//! Weir operator (work in progress).
+//! Weir's Kubernetes operator: reconciles `StreamJob`s into runtime pods, with leader election
+//! and an admin HTTP server.
+//!
+//! Reconcile is a pipeline of small modules: [`validate`] (pure) → [`build`] (pure) →
+//! [`apply`] (server-side apply) → [`status`] (pure computation, then a status patch).
+//! [`controller`] wires them into a kube-rs `Controller`; [`leader`] holds a coordination
+//! Lease so only one replica acts; [`admin`] serves `/metrics`, `/healthz` and `/readyz`.
 
+pub mod admin;
 pub mod alerting;
+pub mod apply;
+pub mod build;
+pub mod config;
+pub mod controller;
+pub mod crd_wait;
+pub mod events;
+pub mod leader;
+pub mod lifecycle;
+pub mod metrics;
+pub mod run;
+pub mod status;
+pub mod validate;
+
+/// The single field manager used for every server-side apply and the finalizer's owner.
+pub const FIELD_MANAGER: &str = "weir-operator";

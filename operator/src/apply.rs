@@ -1,0 +1,240 @@
+//! Writes a job's children with server-side apply (one field manager, forced), restarts pods of
+//! an older revision, and deletes the children on cleanup.
+
+use crate::build::{config_map_name, Children, JobIdentity, JOB_LABEL};
+use crate::lifecycle::pod_is_outdated;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+/// A failed write or read of a child object.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Server-side apply of the ConfigMap failed.
+    #[error("applying ConfigMap {namespace}/{name} failed")]
+    ApplyConfigMap {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Server-side apply of the Service failed.
+    #[error("applying Service {namespace}/{name} failed")]
+    ApplyService {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Server-side apply of the StatefulSet failed.
+    #[error("applying StatefulSet {namespace}/{name} failed")]
+    ApplyStatefulSet {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Reading the StatefulSet failed.
+    #[error("reading StatefulSet {namespace}/{name} failed")]
+    ReadStatefulSet {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Listing the job's pods failed.
+    #[error("listing the pods of job {namespace}/{name} failed")]
+    ListPods {
+        /// Namespace.
+        namespace: String,
+        /// Job name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Deleting an outdated pod failed.
+    #[error("deleting pod {namespace}/{name} failed")]
+    DeletePod {
+        /// Namespace.
+        namespace: String,
+        /// Pod name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Deleting a child failed.
+    #[error("deleting {kind} {namespace}/{name} failed")]
+    DeleteChild {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+}
+
+impl ApplyError {
+    /// The variant's name, used as event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::ApplyConfigMap { .. } => "ApplyConfigMap",
+            ApplyError::ApplyService { .. } => "ApplyService",
+            ApplyError::ApplyStatefulSet { .. } => "ApplyStatefulSet",
+            ApplyError::ReadStatefulSet { .. } => "ReadStatefulSet",
+            ApplyError::ListPods { .. } => "ListPods",
+            ApplyError::DeletePod { .. } => "DeletePod",
+            ApplyError::DeleteChild { .. } => "DeleteChild",
+        }
+    }
+}
+
+fn params() -> PatchParams {
+    PatchParams::apply(crate::FIELD_MANAGER).force()
+}
+
+async fn ssa<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &params(), &Patch::Apply(obj)).await
+}
+
+/// The job's StatefulSet, if it exists.
+pub async fn existing_stateful_set(
+    client: &Client,
+    id: &JobIdentity,
+) -> Result<Option<StatefulSet>, ApplyError> {
+    Api::<StatefulSet>::namespaced(client.clone(), &id.namespace)
+        .get_opt(&id.name)
+        .await
+        .map_err(|source| ApplyError::ReadStatefulSet {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            source,
+        })
+}
+
+/// Applies ConfigMap, Service and StatefulSet, in that order; returns the StatefulSet as stored.
+pub async fn apply_children(
+    client: &Client,
+    id: &JobIdentity,
+    children: &Children,
+) -> Result<StatefulSet, ApplyError> {
+    let ns = &id.namespace;
+    ssa::<ConfigMap>(client, ns, &children.config_map)
+        .await
+        .map_err(|source| ApplyError::ApplyConfigMap {
+            namespace: ns.clone(),
+            name: id.config_map_name(),
+            source,
+        })?;
+    ssa::<Service>(client, ns, &children.service)
+        .await
+        .map_err(|source| ApplyError::ApplyService {
+            namespace: ns.clone(),
+            name: id.name.clone(),
+            source,
+        })?;
+    ssa::<StatefulSet>(client, ns, &children.stateful_set)
+        .await
+        .map_err(|source| ApplyError::ApplyStatefulSet {
+            namespace: ns.clone(),
+            name: id.name.clone(),
+            source,
+        })
+}
+
+/// Deletes every pod of the job whose template annotations differ from `desired`, so that the
+/// StatefulSet recreates them from the current template. Returns how many were deleted.
+///
+/// Call only once the StatefulSet controller has observed the current template, otherwise it
+/// would recreate the pods from the old one.
+pub async fn restart_outdated_pods(
+    client: &Client,
+    id: &JobIdentity,
+    desired: &BTreeMap<String, String>,
+) -> Result<usize, ApplyError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &id.namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", id.name)))
+        .await
+        .map_err(|source| ApplyError::ListPods {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            source,
+        })?;
+    let mut deleted = 0;
+    for pod in list.items.iter().filter(|p| pod_is_outdated(p, desired)) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match pods.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(ApplyError::DeletePod {
+                    namespace: id.namespace.clone(),
+                    name,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+async fn delete_if_present<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    kind: &'static str,
+) -> Result<(), ApplyError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(ApplyError::DeleteChild {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Deletes the job's children (their pods are garbage-collected with the StatefulSet).
+pub async fn delete_children(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+) -> Result<(), ApplyError> {
+    delete_if_present::<StatefulSet>(client, namespace, job, "StatefulSet").await?;
+    delete_if_present::<Service>(client, namespace, job, "Service").await?;
+    delete_if_present::<ConfigMap>(client, namespace, &config_map_name(job), "ConfigMap").await
+}

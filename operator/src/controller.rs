@@ -1,0 +1,338 @@
+//! The StreamJob controller: watches StreamJobs as `DynamicObject`s (so one malformed object
+//! cannot break the watch), owns their ConfigMaps, Services and StatefulSets, and runs the
+//! reconcile pipeline validate → build → apply → status inside `finalizer()`.
+
+use crate::apply::{self, ApplyError};
+use crate::build::{self, BuildError, JobIdentity};
+use crate::config::RunConfig;
+use crate::events::{self, chain};
+use crate::lifecycle::{self, Lifecycle};
+use crate::metrics::Metrics;
+use crate::status::{self, Deployed, Observed};
+use crate::validate::{checked_job, SpecInvalid};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_crds::stream_job::{DesiredState, Phase};
+use weir_crds::{StreamJob, StreamJobStatus};
+
+/// The finalizer Weir puts on every StreamJob.
+pub const FINALIZER: &str = "weir.dev/cleanup";
+/// Kind label value in metrics.
+pub const KIND: &str = "StreamJob";
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// The operator's settings.
+    pub config: RunConfig,
+    /// The StreamJob API resource (for the dynamic API).
+    pub resource: ApiResource,
+}
+
+/// A failed reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object is not namespaced.
+    #[error("StreamJob {name} has no namespace")]
+    MissingNamespace {
+        /// Name.
+        name: String,
+    },
+    /// Building the children failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Writing or reading children failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Patching the status failed.
+    #[error("patching the status of StreamJob {namespace}/{name} failed")]
+    PatchStatus {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed, or the wrapped reconcile failed.
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The failing variant's name, used as event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::MissingNamespace { .. } => "MissingNamespace",
+            Error::Build(_) => "BuildChildren",
+            Error::Apply(e) => e.reason(),
+            Error::PatchStatus { .. } => "PatchStatus",
+            Error::Finalizer(f) => match f.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.reason(),
+                F::AddFinalizer(_) => "AddFinalizer",
+                F::RemoveFinalizer(_) => "RemoveFinalizer",
+                F::UnnamedObject => "UnnamedObject",
+                F::InvalidFinalizer => "InvalidFinalizer",
+            },
+        }
+    }
+}
+
+/// Runs the StreamJob controller(s) until `shutdown` completes; `started` is called once the
+/// watches are set up. One controller per watched namespace, or one for all namespaces.
+pub async fn run<S, F>(ctx: Arc<Context>, shutdown: S, started: impl FnOnce())
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    let namespaces = ctx.config.watched_namespaces();
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|ns| {
+        let client = ctx.client.clone();
+        let jobs: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ctx.resource),
+            None => Api::all_with(client.clone(), &ctx.resource),
+        };
+        let config_maps: Api<ConfigMap> = scoped(&client, ns.as_deref());
+        let services: Api<Service> = scoped(&client, ns.as_deref());
+        let stateful_sets: Api<StatefulSet> = scoped(&client, ns.as_deref());
+        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=weir-operator");
+        Controller::new_with(jobs, watcher::Config::default(), ctx.resource.clone())
+            .owns(config_maps, owned.clone())
+            .owns(services, owned.clone())
+            .owns(stateful_sets, owned)
+            .graceful_shutdown_on(shutdown())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    Err(e) => tracing::warn!(error = %chain(&e), "reconcile failed"),
+                }
+            })
+    });
+    let all = futures::future::join_all(controllers);
+    started();
+    all.await;
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy(_obj: Arc<DynamicObject>, _error: &Error, _ctx: Arc<Context>) -> Action {
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Reconciles one StreamJob: counts and times it, runs it inside the finalizer, and turns an
+/// error into a Warning event.
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started(KIND);
+    let name = obj.name_any();
+    let ns = obj
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace { name: name.clone() })?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ctx.resource);
+    let regarding = obj.object_ref(&ctx.resource);
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply_job(&obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup_job(&obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if let Err(e) = &result {
+        ctx.metrics.reconcile_failed(KIND, e.reason());
+        events::warning(&ctx.recorder, &regarding, e.reason(), chain(e)).await;
+    }
+    result
+}
+
+fn previous_status(obj: &DynamicObject) -> StreamJobStatus {
+    obj.data
+        .get("status")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default()
+}
+
+async fn patch_status(
+    obj: &DynamicObject,
+    ctx: &Context,
+    status: &StreamJobStatus,
+) -> Result<(), Error> {
+    let name = obj.name_any();
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.resource);
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(status::merge_patch(status)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::PatchStatus {
+        namespace,
+        name,
+        source,
+    })
+}
+
+async fn apply_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let regarding = obj.object_ref(&ctx.resource);
+    let previous = previous_status(obj);
+    let object = serde_json::to_value(obj).unwrap_or_default();
+    match checked_job(object) {
+        Ok(job) => deploy(obj, &job, &previous, &regarding, ctx).await,
+        Err(invalid) => reject(obj, &invalid, &previous, &regarding, ctx).await,
+    }
+}
+
+/// An invalid spec: report it, and leave whatever runs untouched.
+async fn reject(
+    obj: &DynamicObject,
+    invalid: &SpecInvalid,
+    previous: &StreamJobStatus,
+    regarding: &ObjectReference,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = obj.name_any();
+    let namespace = obj.namespace().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let message = invalid.to_string();
+    let existing = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| ApplyError::ReadStatefulSet {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    let observed = existing.as_ref().map(Observed::of);
+    if !status::already_reported(previous, generation, &message) {
+        events::warning(&ctx.recorder, regarding, "SpecInvalid", message.clone()).await;
+    }
+    let next = status::spec_invalid(
+        previous,
+        generation,
+        invalid.reason(),
+        &message,
+        observed,
+        chrono::Utc::now(),
+    );
+    ctx.metrics
+        .set_job_phase(&format!("{namespace}/{name}"), next.phase);
+    if next != *previous {
+        patch_status(obj, ctx, &next).await?;
+    }
+    tracing::info!(job = %format!("{namespace}/{name}"), error = %message, "spec invalid; children left untouched");
+    Ok(Action::await_change())
+}
+
+/// A valid spec: build, apply, restart outdated pods, report status.
+async fn deploy(
+    obj: &DynamicObject,
+    job: &StreamJob,
+    previous: &StreamJobStatus,
+    regarding: &ObjectReference,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let id = JobIdentity::of(job)?;
+    let children = build::children(job)?;
+    let existing = apply::existing_stateful_set(&ctx.client, &id).await?;
+    let steps = lifecycle::steps(existing.as_ref(), &children.stateful_set);
+    let sts = apply::apply_children(&ctx.client, &id, &children).await?;
+    for step in &steps {
+        events::normal(&ctx.recorder, regarding, step.reason(), step.note()).await;
+    }
+
+    let mut observed = Observed::of(&sts);
+    if observed.current {
+        let desired: BTreeMap<String, String> =
+            build::template_annotations(&children.revision, job.spec.restart_nonce.as_deref())
+                .into_iter()
+                .collect();
+        let restarted = apply::restart_outdated_pods(&ctx.client, &id, &desired).await?;
+        if restarted > 0 {
+            tracing::info!(job = %format!("{}/{}", id.namespace, id.name), restarted, "deleted pods of an older revision");
+            // They are being replaced: not updated, not ready.
+            observed.current = false;
+        }
+    }
+
+    let desired_replicas = match job.spec.state {
+        DesiredState::Suspended => 0,
+        DesiredState::Running => job.spec.parallelism,
+    };
+    let deployed = Deployed {
+        generation: obj.metadata.generation,
+        revision: children.revision.clone(),
+        desired_replicas,
+        restart_nonce: job.spec.restart_nonce.clone(),
+        observed,
+    };
+    let next = status::deployed(previous, &deployed, chrono::Utc::now());
+    if next.phase == Some(Phase::Running) && previous.phase != Some(Phase::Running) {
+        let running = Lifecycle::Running;
+        events::normal(&ctx.recorder, regarding, running.reason(), running.note()).await;
+    }
+    ctx.metrics
+        .set_job_phase(&format!("{}/{}", id.namespace, id.name), next.phase);
+    if next != *previous {
+        patch_status(obj, ctx, &next).await?;
+    }
+    Ok(match next.phase {
+        Some(Phase::Running) | Some(Phase::Suspended) => Action::requeue(Duration::from_secs(300)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    })
+}
+
+/// Deletion: remove the children (and with them the pods) before the finalizer goes.
+async fn cleanup_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let name = obj.name_any();
+    let namespace = obj.namespace().unwrap_or_default();
+    apply::delete_children(&ctx.client, &namespace, &name).await?;
+    events::normal(
+        &ctx.recorder,
+        &obj.object_ref(&ctx.resource),
+        "Deleted",
+        "deleted the job's StatefulSet, Service and ConfigMap".to_string(),
+    )
+    .await;
+    ctx.metrics
+        .set_job_phase(&format!("{namespace}/{name}"), None);
+    Ok(Action::await_change())
+}
+
+/// The StreamJob API resource.
+pub fn stream_job_resource() -> ApiResource {
+    ApiResource::erase::<StreamJob>(&())
+}
