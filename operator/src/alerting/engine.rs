@@ -315,10 +315,14 @@ impl AlertEngine {
             if !key.starts_with(&prefix) {
                 break;
             }
+            // Forget a subscription that no longer selects the job. One that is absent is kept
+            // (the caller's list may be incomplete, e.g. right after a restart; re-paging then
+            // would be worse than a stale entry, which goes when the alert is forgotten).
             rec.notified.retain(|s, _| {
                 subscriptions
                     .iter()
-                    .any(|x| x.key() == *s && x.selects(&tick.job))
+                    .find(|x| x.key() == *s)
+                    .is_none_or(|x| x.selects(&tick.job))
             });
             for sub in subscriptions.iter().filter(|s| s.selects(&tick.job)) {
                 let sk = sub.key();

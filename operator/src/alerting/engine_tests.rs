@@ -572,3 +572,63 @@ fn forgetting_a_job_drops_its_alerts() {
     assert!(e.active_alerts("ads", "ctr").is_empty());
     assert_eq!(e.active_alerts("ads", "ctr2").len(), 1);
 }
+
+#[test]
+fn a_subscription_missing_for_a_tick_does_not_cause_a_second_page() {
+    let subs = [sub(
+        "oncall",
+        Severity::Warning,
+        &[],
+        vec![webhook("slack")],
+    )];
+    let mut e = AlertEngine::default();
+    let firing = tick(
+        "ctr",
+        "ads",
+        Phase::Running,
+        vec![result("jobFailed", Some(Severity::Critical), 0)],
+    );
+    assert_eq!(run(&mut e, t(0), &firing, &subs).len(), 1);
+    assert!(
+        run(&mut e, t(1), &firing, &[]).is_empty(),
+        "subscription cache not synced yet"
+    );
+    assert!(
+        run(&mut e, t(2), &firing, &subs).is_empty(),
+        "no second page once it is back"
+    );
+    let resolved = run(
+        &mut e,
+        t(3),
+        &tick("ctr", "ads", Phase::Running, vec![]),
+        &subs,
+    );
+    assert_eq!(resolved.len(), 1);
+}
+
+#[test]
+fn a_resolved_alert_with_a_deleted_subscription_is_forgotten_after_retention() {
+    let subs = [sub(
+        "oncall",
+        Severity::Warning,
+        &[],
+        vec![webhook("slack")],
+    )];
+    let mut e = AlertEngine::default();
+    let firing = tick(
+        "ctr",
+        "ads",
+        Phase::Running,
+        vec![result("jobFailed", Some(Severity::Critical), 0)],
+    );
+    run(&mut e, t(0), &firing, &subs);
+    let clear = tick("ctr", "ads", Phase::Running, vec![]);
+    assert!(run(&mut e, t(1), &clear, &[]).is_empty());
+    assert_eq!(
+        e.state.alerts.len(),
+        1,
+        "kept while its subscription might come back"
+    );
+    run(&mut e, t(1) + chrono::Duration::hours(25), &clear, &[]);
+    assert!(e.state.alerts.is_empty());
+}

@@ -6,7 +6,7 @@ use crate::alerting::notify::{render, Notifier, NotifyError};
 use futures::future::BoxFuture;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -44,6 +44,51 @@ pub struct SmtpSettings {
     /// Password for AUTH (from a Secret; never logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// Extra CA certificate(s), PEM, to trust besides the public roots (internal relays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+/// The SMTP credentials Secret lacks a key or holds something unusable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("SMTP credentials: Secret '{secret}' key '{key}' is {problem}")]
+pub struct SmtpSecretError {
+    /// Secret name.
+    pub secret: String,
+    /// Key.
+    pub key: String,
+    /// `missing`, `empty` or `not UTF-8 text`.
+    pub problem: &'static str,
+}
+
+impl SmtpSettings {
+    /// Takes the AUTH user name and password from a Secret's data (`username_key`,
+    /// `password_key`), naming the Secret and key when one is missing.
+    pub fn with_credentials_from_secret(
+        mut self,
+        secret: &str,
+        data: &std::collections::BTreeMap<String, Vec<u8>>,
+        username_key: &str,
+        password_key: &str,
+    ) -> Result<Self, SmtpSecretError> {
+        let get = |key: &str| {
+            let err = |problem| SmtpSecretError {
+                secret: secret.to_string(),
+                key: key.to_string(),
+                problem,
+            };
+            let bytes = data.get(key).ok_or(err("missing"))?;
+            let text = std::str::from_utf8(bytes).map_err(|_| err("not UTF-8 text"))?;
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                return Err(err("empty"));
+            }
+            Ok(text.to_string())
+        };
+        self.username = Some(get(username_key)?);
+        self.password = Some(get(password_key)?);
+        Ok(self)
+    }
 }
 
 /// Why an email channel cannot be built.
@@ -107,11 +152,16 @@ impl EmailNotifier {
             .map(|a| mailbox(a))
             .collect::<Result<Vec<_>, _>>()?;
         let from = mailbox(&settings.from)?;
+        let tls_err = |e: lettre::transport::smtp::Error| EmailConfigError::Tls {
+            host: settings.host.clone(),
+            reason: e.to_string(),
+        };
         let tls_params = || {
-            TlsParameters::new(settings.host.clone()).map_err(|e| EmailConfigError::Tls {
-                host: settings.host.clone(),
-                reason: e.to_string(),
-            })
+            let mut b = TlsParameters::builder(settings.host.clone());
+            if let Some(pem) = &settings.ca_pem {
+                b = b.add_root_certificate(Certificate::from_pem(pem.as_bytes()).map_err(tls_err)?);
+            }
+            b.build().map_err(tls_err)
         };
         let (tls, default_port) = match settings.tls {
             SmtpTls::Starttls => (Tls::Required(tls_params()?), 587),
@@ -197,7 +247,7 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
     }
 
-    fn start_sink() -> SmtpSink {
+    fn start_sink(extra_args: &[String]) -> SmtpSink {
         let has_aiosmtpd = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .stderr(Stdio::null())
@@ -218,6 +268,7 @@ mod tests {
         };
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(extra_args)
             .args(["-c", "smtp_sink.SaveToDir"])
             .arg(dir.path())
             .env("PYTHONPATH", support_dir())
@@ -260,14 +311,13 @@ mod tests {
 
     #[tokio::test]
     async fn multipart_email_reaches_a_real_smtp_server() {
-        let sink = start_sink();
+        let sink = start_sink(&[]);
         let settings = SmtpSettings {
             host: "127.0.0.1".into(),
             port: Some(sink.port),
             tls: SmtpTls::None,
             from: "Weir <weir@example.com>".into(),
-            username: None,
-            password: None,
+            ..Default::default()
         };
         let to = vec![
             "ads-oncall@example.com".to_string(),
@@ -287,14 +337,7 @@ mod tests {
         ]);
         let sent = n.send(&note).await;
         assert!(sent.is_ok(), "{sent:?}");
-        let mut msgs = saved(sink.dir.path());
-        for _ in 0..50 {
-            if !msgs.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            msgs = saved(sink.dir.path());
-        }
+        let msgs = wait_saved(sink.dir.path()).await;
         assert_eq!(msgs.len(), 1);
         let (env, raw) = &msgs[0];
         assert_eq!(env["mail_from"], "weir@example.com");
@@ -318,6 +361,126 @@ mod tests {
         assert!(
             raw.contains("To: ads-oncall@example.com, lead@example.com"),
             "{raw}"
+        );
+    }
+
+    async fn wait_saved(dir: &Path) -> Vec<(serde_json::Value, String)> {
+        for _ in 0..50 {
+            let msgs = saved(dir);
+            if !msgs.is_empty() {
+                return msgs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Vec::new()
+    }
+
+    /// A self-signed certificate for `localhost` (end entity, not a CA): (cert file, key file, PEM).
+    fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "openssl could not make a test certificate"
+        );
+        let pem = std::fs::read_to_string(&cert).unwrap_or_default();
+        (cert, key, pem)
+    }
+
+    async fn send_over_tls(
+        mode: SmtpTls,
+        flags: [&str; 2],
+        trust: bool,
+    ) -> (Result<(), NotifyError>, usize) {
+        let certs = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        let (cert, key, pem) = self_signed(certs.path());
+        let args = [
+            flags[0].to_string(),
+            cert.display().to_string(),
+            flags[1].to_string(),
+            key.display().to_string(),
+        ];
+        let sink = start_sink(&args);
+        let settings = SmtpSettings {
+            host: "localhost".into(),
+            port: Some(sink.port),
+            tls: mode,
+            from: "weir@example.com".into(),
+            ca_pem: trust.then_some(pem),
+            ..Default::default()
+        };
+        let n = match EmailNotifier::new(&settings, &["oncall@example.com".to_string()]) {
+            Ok(n) => n,
+            Err(e) => panic!("{e}"),
+        };
+        let sent = n
+            .send(&notification(vec![alert(
+                "jobFailed",
+                Severity::Critical,
+                AlertStatus::Firing,
+            )]))
+            .await;
+        let count = if sent.is_ok() {
+            wait_saved(sink.dir.path()).await.len()
+        } else {
+            saved(sink.dir.path()).len()
+        };
+        (sent, count)
+    }
+
+    #[tokio::test]
+    async fn starttls_and_implicit_tls_verify_the_server_certificate() {
+        let (sent, n) = send_over_tls(SmtpTls::Starttls, ["--tlscert", "--tlskey"], true).await;
+        assert!(sent.is_ok(), "STARTTLS: {sent:?}");
+        assert_eq!(n, 1);
+        let (sent, n) = send_over_tls(SmtpTls::Tls, ["--smtpscert", "--smtpskey"], true).await;
+        assert!(sent.is_ok(), "SMTPS: {sent:?}");
+        assert_eq!(n, 1);
+        let (sent, n) = send_over_tls(SmtpTls::Starttls, ["--tlscert", "--tlskey"], false).await;
+        assert!(sent.is_err(), "an untrusted certificate must be refused");
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn credentials_come_from_a_secret_naming_missing_keys() {
+        let data = std::collections::BTreeMap::from([
+            ("username".to_string(), b"weir".to_vec()),
+            ("password".to_string(), b"s3cret\n".to_vec()),
+        ]);
+        let s = SmtpSettings::default()
+            .with_credentials_from_secret("smtp", &data, "username", "password");
+        let s = s.unwrap_or_default();
+        assert_eq!(
+            (s.username.as_deref(), s.password.as_deref()),
+            (Some("weir"), Some("s3cret"))
+        );
+        let e =
+            SmtpSettings::default().with_credentials_from_secret("smtp", &data, "user", "password");
+        assert_eq!(
+            e.err().map(|e| e.to_string()),
+            Some("SMTP credentials: Secret 'smtp' key 'user' is missing".into())
         );
     }
 
