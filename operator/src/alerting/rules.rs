@@ -2,7 +2,7 @@
 //! evaluating them over one job's health with the job's threshold overrides.
 
 use crate::alerting::template::{self, TemplateError};
-use cel::{Context, Program, Value};
+use cel::{Context, Env, Program, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -162,9 +162,25 @@ impl fmt::Debug for CompiledRule {
 }
 
 /// A loaded, checked set of rules.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuleSet {
     rules: Arc<Vec<CompiledRule>>,
+    /// The CEL standard environment, built once.
+    env: Arc<Env>,
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+/// The CEL variables of one job, built once per evaluation.
+struct Vars {
+    health: Value,
+    job: Value,
 }
 
 /// What the rules see of one job.
@@ -223,6 +239,7 @@ impl RuleSet {
     /// Compiles and checks parsed rules: unique names, CEL that parses and yields a bool
     /// (a number for `value`) on a sample job, templates with known variables.
     pub fn compile(file: RuleFile) -> Result<Self, RuleError> {
+        let env = Arc::new(Env::stdlib());
         let mut seen = BTreeSet::new();
         let mut rules = Vec::new();
         for spec in file.rules {
@@ -269,11 +286,12 @@ impl RuleSet {
                 value,
                 uses_health,
             };
-            compiled.check_on_sample()?;
+            compiled.check_on_sample(&env)?;
             rules.push(compiled);
         }
         Ok(RuleSet {
             rules: Arc::new(rules),
+            env,
         })
     }
 
@@ -294,6 +312,10 @@ impl RuleSet {
 
     /// Evaluates every enabled rule for one job.
     pub fn evaluate(&self, job: &JobFacts) -> Vec<RuleResult> {
+        let vars = Vars {
+            health: health_value(job),
+            job: job_value(job),
+        };
         self.rules
             .iter()
             .filter(|r| {
@@ -302,7 +324,7 @@ impl RuleSet {
                     .get(&r.spec.name)
                     .is_some_and(|o| o.disabled)
             })
-            .map(|r| r.evaluate(job))
+            .map(|r| r.evaluate(job, &self.env, &vars))
             .collect()
     }
 }
@@ -320,7 +342,7 @@ impl CompiledRule {
         t.levels().into_iter().map(|(s, v)| (s, Some(v))).collect()
     }
 
-    fn evaluate(&self, job: &JobFacts) -> RuleResult {
+    fn evaluate(&self, job: &JobFacts, env: &Arc<Env>, vars: &Vars) -> RuleResult {
         let for_ = job
             .alerting
             .rules
@@ -343,9 +365,8 @@ impl CompiledRule {
         if self.uses_health && job.health.is_none() {
             return result;
         }
-        let (health, jobv) = (health_value(job), job_value(job));
         for (severity, threshold) in &levels {
-            match self.run(&self.condition, &health, &jobv, *threshold) {
+            match run(env, &self.condition, vars, *threshold) {
                 Ok(Value::Bool(true)) => {
                     result.severity = Some(*severity);
                     result.threshold = *threshold;
@@ -363,12 +384,12 @@ impl CompiledRule {
             }
         }
         if let Some(v) = &self.value {
-            match self.run(v, &health, &jobv, result.threshold) {
+            match run(env, v, vars, result.threshold) {
                 Ok(v) => result.value = as_f64(&v),
                 Err(e) => result.error = Some(format!("value failed: {e}")),
             }
         }
-        let vars = BTreeMap::from([
+        let text_vars = BTreeMap::from([
             ("job", job.name.clone()),
             ("namespace", job.namespace.clone()),
             ("rule", self.spec.name.clone()),
@@ -391,28 +412,14 @@ impl CompiledRule {
                 result.severity.map(severity_str).unwrap_or("").to_string(),
             ),
         ]);
-        result.summary = template::render(&self.spec.summary, &vars);
-        result.description = template::render(&self.spec.description, &vars);
+        result.summary = template::render(&self.spec.summary, &text_vars);
+        result.description = template::render(&self.spec.description, &text_vars);
         result
-    }
-
-    fn run(
-        &self,
-        program: &Program,
-        health: &Value,
-        job: &Value,
-        threshold: Option<f64>,
-    ) -> Result<Value, cel::ExecutionError> {
-        let mut ctx = Context::default();
-        ctx.add_variable_from_value("health", health.clone());
-        ctx.add_variable_from_value("job", job.clone());
-        ctx.add_variable_from_value("threshold", threshold.map_or(Value::Null, Value::Float));
-        program.execute(&ctx)
     }
 
     /// Runs the expressions on a job where every field is set, so typos in variable
     /// names and type errors show up when the rules load, not at 3 a.m.
-    fn check_on_sample(&self) -> Result<(), RuleError> {
+    fn check_on_sample(&self, env: &Arc<Env>) -> Result<(), RuleError> {
         let sample = JobFacts {
             namespace: "ns".into(),
             name: "job".into(),
@@ -428,13 +435,16 @@ impl CompiledRule {
             }),
             ..JobFacts::default()
         };
-        let (h, j) = (health_value(&sample), job_value(&sample));
+        let vars = Vars {
+            health: health_value(&sample),
+            job: job_value(&sample),
+        };
         let check = |field, message: String| RuleError::Check {
             rule: self.spec.name.clone(),
             field,
             message,
         };
-        match self.run(&self.condition, &h, &j, Some(1.0)) {
+        match run(env, &self.condition, &vars, Some(1.0)) {
             Ok(Value::Bool(_)) => {}
             Ok(other) => {
                 return Err(check(
@@ -445,7 +455,7 @@ impl CompiledRule {
             Err(e) => return Err(check("condition", format!("fails on a sample job: {e}"))),
         }
         if let Some(v) = &self.value {
-            match self.run(v, &h, &j, Some(1.0)) {
+            match run(env, v, &vars, Some(1.0)) {
                 Ok(v) if as_f64(&v).is_some() => {}
                 Ok(other) => {
                     return Err(check("value", format!("must be a number, gave {other:?}")))
@@ -455,6 +465,19 @@ impl CompiledRule {
         }
         Ok(())
     }
+}
+
+fn run(
+    env: &Arc<Env>,
+    program: &Program,
+    vars: &Vars,
+    threshold: Option<f64>,
+) -> Result<Value, cel::ExecutionError> {
+    let mut ctx = Context::with_env(env.clone());
+    ctx.add_variable_from_value("health", vars.health.clone());
+    ctx.add_variable_from_value("job", vars.job.clone());
+    ctx.add_variable_from_value("threshold", threshold.map_or(Value::Null, Value::Float));
+    program.execute(&ctx)
 }
 
 /// The lower-case spelling of a severity.
@@ -783,6 +806,12 @@ mod tests {
             RuleSet::from_yaml(dup),
             Err(RuleError::DuplicateName { .. })
         ));
+    }
+
+    #[test]
+    fn a_rule_set_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>(_: &T) {}
+        shareable(&defaults());
     }
 
     #[test]
