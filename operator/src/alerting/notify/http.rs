@@ -13,10 +13,26 @@ pub async fn post_json(
     url: &str,
     body: &serde_json::Value,
 ) -> Result<String, NotifyError> {
-    let resp = client
+    post_bytes(client, kind, url, body.to_string().into_bytes(), &[]).await
+}
+
+/// POSTs a JSON `body` with extra headers (e.g. a signature over exactly these bytes).
+pub async fn post_bytes(
+    client: &reqwest::Client,
+    kind: &'static str,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> Result<String, NotifyError> {
+    let mut req = client
         .post(url)
         .timeout(REQUEST_TIMEOUT)
-        .json(body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    for (name, value) in headers {
+        req = req.header(*name, value.as_str());
+    }
+    let resp = req
         .send()
         .await
         .map_err(|source| NotifyError::Request { kind, source })?;

@@ -86,6 +86,14 @@ pub enum ChannelError {
         /// Channel name.
         channel: String,
     },
+    /// A signing secret on a kind that has no request signing.
+    #[error("channel '{channel}': {kind} does not support signSecret; remove it")]
+    SignNotSupported {
+        /// Channel name.
+        channel: String,
+        /// Channel kind.
+        kind: &'static str,
+    },
     /// The email settings or addresses are wrong.
     #[error("channel '{channel}': {source}")]
     Email {
@@ -176,17 +184,27 @@ impl ChannelResolver {
         if let Some((url, sign)) = hook(&channel.feishu)? {
             return Ok(Arc::new(FeishuNotifier::new(c, url, sign)));
         }
-        if let Some((url, _)) = hook(&channel.slack)? {
+        if let Some((url, sign)) = hook(&channel.webhook)? {
+            return Ok(Arc::new(WebhookNotifier::new(c, url, sign)));
+        }
+        let unsigned = |kind: &'static str, sign: Option<String>| match sign {
+            Some(_) => Err(ChannelError::SignNotSupported {
+                channel: name.to_string(),
+                kind,
+            }),
+            None => Ok(()),
+        };
+        if let Some((url, sign)) = hook(&channel.slack)? {
+            unsigned("slack", sign)?;
             return Ok(Arc::new(SlackNotifier::new(c, url)));
         }
-        if let Some((url, _)) = hook(&channel.wecom)? {
+        if let Some((url, sign)) = hook(&channel.wecom)? {
+            unsigned("wecom", sign)?;
             return Ok(Arc::new(WeComNotifier::new(c, url)));
         }
-        if let Some((url, _)) = hook(&channel.teams)? {
+        if let Some((url, sign)) = hook(&channel.teams)? {
+            unsigned("teams", sign)?;
             return Ok(Arc::new(TeamsNotifier::new(c, url)));
-        }
-        if let Some((url, _)) = hook(&channel.webhook)? {
-            return Ok(Arc::new(WebhookNotifier::new(c, url)));
         }
         Err(ChannelError::NoKind {
             channel: name.to_string(),
@@ -381,6 +399,16 @@ mod tests {
                 false
             ),
             "channel 'ch': Secret 'hooks' key 'blank' is empty"
+        );
+        assert_eq!(
+            err(
+                ChannelSpec {
+                    slack: hook("ding", Some("ding-sign")),
+                    ..Default::default()
+                },
+                false
+            ),
+            "channel 'ch': slack does not support signSecret; remove it"
         );
         assert_eq!(
             err(ChannelSpec::default(), false),

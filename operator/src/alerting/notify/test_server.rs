@@ -20,6 +20,10 @@ pub struct Received {
     pub raw_query: String,
     /// `Content-Type`.
     pub content_type: String,
+    /// Headers (lower-case names).
+    pub headers: BTreeMap<String, String>,
+    /// The raw body.
+    pub body: Vec<u8>,
     /// Body parsed as JSON (`Null` if it is not JSON).
     pub json: serde_json::Value,
 }
@@ -108,7 +112,12 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
         json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body: body.to_vec(),
     };
     let (status, text) = (shared.check)(&req);
     if let Ok(mut r) = shared.received.lock() {

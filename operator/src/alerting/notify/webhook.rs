@@ -1,16 +1,36 @@
 //! Generic webhook with an Alertmanager-compatible body (version "4"), so receivers written
-//! for Alertmanager work unchanged.
+//! for Alertmanager work unchanged. With a signing secret, each request carries
+//! `X-Weir-Timestamp` (seconds) and `X-Weir-Signature: sha256=<hex HMAC-SHA256(secret,
+//! timestamp + "." + body)>`, so the receiver can check origin and freshness.
 
 use crate::alerting::model::Notification;
 use crate::alerting::notify::{http, Notifier, NotifyError};
 use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
 use serde_json::json;
+use sha2::Sha256;
+
+/// Header with the request time, seconds since the epoch.
+pub const TIMESTAMP_HEADER: &str = "x-weir-timestamp";
+/// Header with `sha256=<hex>`.
+pub const SIGNATURE_HEADER: &str = "x-weir-signature";
+
+/// `sha256=` + hex HMAC-SHA256(secret, timestamp + "." + body).
+pub fn sign(secret: &str, timestamp_s: i64, body: &[u8]) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new(); // HMAC accepts any key length
+    };
+    mac.update(format!("{timestamp_s}.").as_bytes());
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
 
 /// Sends Alertmanager-style JSON to a URL.
 #[derive(Clone, Debug)]
 pub struct WebhookNotifier {
     client: reqwest::Client,
     url: String,
+    secret: Option<String>,
 }
 
 /// The Alertmanager webhook body.
@@ -65,9 +85,13 @@ pub fn payload(n: &Notification) -> serde_json::Value {
 }
 
 impl WebhookNotifier {
-    /// A notifier for `url`.
-    pub fn new(client: reqwest::Client, url: String) -> Self {
-        WebhookNotifier { client, url }
+    /// A notifier for `url`, signing requests with `secret` if given.
+    pub fn new(client: reqwest::Client, url: String, secret: Option<String>) -> Self {
+        WebhookNotifier {
+            client,
+            url,
+            secret,
+        }
     }
 }
 
@@ -78,7 +102,14 @@ impl Notifier for WebhookNotifier {
 
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
-            http::post_json(&self.client, "webhook", &self.url, &payload(n)).await?;
+            let body = payload(n).to_string().into_bytes();
+            let mut headers = Vec::new();
+            if let Some(secret) = &self.secret {
+                let ts = chrono::Utc::now().timestamp();
+                headers.push((SIGNATURE_HEADER, sign(secret, ts, &body)));
+                headers.push((TIMESTAMP_HEADER, ts.to_string()));
+            }
+            http::post_bytes(&self.client, "webhook", &self.url, body, &headers).await?;
             Ok(())
         })
     }
@@ -95,7 +126,11 @@ mod tests {
     #[tokio::test]
     async fn alertmanager_v4_body_is_posted() {
         let server = TestServer::start(|_| (200, String::new())).await;
-        let n = WebhookNotifier::new(reqwest::Client::new(), format!("{}/hook", server.base));
+        let n = WebhookNotifier::new(
+            reqwest::Client::new(),
+            format!("{}/hook", server.base),
+            None,
+        );
         let firing = alert("backpressureHigh", Severity::Critical, AlertStatus::Firing);
         let resolved = alert(
             "checkpointFailures",
@@ -136,5 +171,68 @@ mod tests {
         assert_eq!(a0["fingerprint"], fp);
         assert_eq!(b["alerts"][1]["status"], "resolved");
         assert_eq!(b["alerts"][1]["endsAt"], "2026-11-21T12:07:00Z");
+    }
+
+    #[tokio::test]
+    async fn signed_requests_carry_a_verifiable_hmac_over_timestamp_and_body() {
+        const SECRET: &str = "whsec-123";
+        let verify = |r: &crate::alerting::notify::test_server::Received| -> Result<(), String> {
+            let ts: i64 = r
+                .headers
+                .get(TIMESTAMP_HEADER)
+                .ok_or("no timestamp")?
+                .parse()
+                .map_err(|_| "bad timestamp")?;
+            if (chrono::Utc::now().timestamp() - ts).abs() > 3600 {
+                return Err("stale".into());
+            }
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).map_err(|e| e.to_string())?;
+            mac.update(format!("{ts}.").as_bytes());
+            mac.update(&r.body);
+            let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            match r.headers.get(SIGNATURE_HEADER) {
+                Some(s) if *s == expected => Ok(()),
+                other => Err(format!("signature {other:?} != {expected}")),
+            }
+        };
+        let server = TestServer::start(move |r| match verify(r) {
+            Ok(()) => (200, String::new()),
+            Err(e) => (401, e),
+        })
+        .await;
+        let note = notification(vec![alert(
+            "jobFailed",
+            Severity::Critical,
+            AlertStatus::Firing,
+        )]);
+        let good = WebhookNotifier::new(
+            reqwest::Client::new(),
+            format!("{}/hook", server.base),
+            Some(SECRET.into()),
+        );
+        let sent = good.send(&note).await;
+        assert!(sent.is_ok(), "{sent:?}");
+        let bad = WebhookNotifier::new(
+            reqwest::Client::new(),
+            format!("{}/hook", server.base),
+            Some("other".into()),
+        );
+        let e = bad.send(&note).await.err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.to_string().starts_with("webhook: HTTP 401: signature")),
+            "{e:?}"
+        );
+        assert_eq!(e.map(|e| e.retryable()), Some(false));
+        let unsigned = WebhookNotifier::new(
+            reqwest::Client::new(),
+            format!("{}/hook", server.base),
+            None,
+        );
+        assert!(
+            unsigned.send(&note).await.is_err(),
+            "this receiver requires a signature"
+        );
     }
 }
