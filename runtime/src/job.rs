@@ -312,6 +312,7 @@ fn next_checkpoint_id(cfg: &JobConfig, last: u64) -> u64 {
 impl Coordinator {
     fn run(&mut self) -> Result<(), JobError> {
         let mut last_progress = Instant::now();
+        let mut last_status = Instant::now() - Duration::from_secs(1);
         let mut last_counts = (0u64, 0u64);
         loop {
             match self.events.recv_timeout(Duration::from_millis(50)) {
@@ -329,6 +330,10 @@ impl Coordinator {
             }
             self.poll_in_progress()?;
             self.maybe_trigger();
+            if last_status.elapsed() >= Duration::from_millis(500) {
+                self.update_status();
+                last_status = Instant::now();
+            }
             if last_progress.elapsed() >= Duration::from_secs(2) {
                 last_counts = self.report_progress(last_progress.elapsed(), last_counts);
                 last_progress = Instant::now();
@@ -678,7 +683,8 @@ impl Coordinator {
         }
     }
 
-    fn report_progress(&self, elapsed: Duration, last: (u64, u64)) -> (u64, u64) {
+    /// Refreshes the task list and watermark in the shared status; returns (records in, out, min watermark).
+    fn update_status(&self) -> (u64, u64, Option<i64>) {
         let mut tasks = vec![];
         let (mut rin, mut rout) = (0u64, 0u64);
         let mut min_wm: Option<i64> = None;
@@ -700,22 +706,24 @@ impl Coordinator {
                 records_out: o,
             });
         }
-        let secs = elapsed.as_secs_f64().max(0.001);
-        let (in_rate, out_rate) = (
-            (rin.saturating_sub(last.0)) as f64 / secs,
-            (rout.saturating_sub(last.1)) as f64 / secs,
-        );
-        let last_ckpt = {
-            let mut s = lock(&self.status);
-            s.tasks = tasks;
-            s.watermark_ms = min_wm;
-            s.last_checkpoint.clone()
-        };
+        let mut s = lock(&self.status);
+        s.tasks = tasks;
+        s.watermark_ms = min_wm;
+        (rin, rout, min_wm)
+    }
+
+    fn report_progress(&self, elapsed: Duration, last: (u64, u64)) -> (u64, u64) {
+        let (rin, rout, min_wm) = self.update_status();
         if self.cfg.progress {
+            let secs = elapsed.as_secs_f64().max(0.001);
+            let in_rate = rin.saturating_sub(last.0) as f64 / secs;
+            let out_rate = rout.saturating_sub(last.1) as f64 / secs;
             let lag = min_wm
                 .map(|w| format!("{:.1}s", (now_ms() - w) as f64 / 1000.0))
                 .unwrap_or_else(|| "-".into());
-            let ck = last_ckpt
+            let ck = lock(&self.status)
+                .last_checkpoint
+                .clone()
                 .map(|c| {
                     format!(
                         "#{} ({}s ago)",
