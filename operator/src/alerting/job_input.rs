@@ -3,10 +3,11 @@
 
 use crate::alerting::engine::{AlertEngine, JobTick};
 use crate::alerting::routing::{JobRouting, Subscription};
-use crate::alerting::rules::{JobFacts, RuleSet};
+use crate::alerting::rules::{severity_str, JobFacts, RuleSet};
 use chrono::{DateTime, Utc};
 use weir_crds::alert_subscription::AlertSubscription;
 use weir_crds::stream_job::{ActiveAlert, JobHealth, StreamJob};
+use weir_crds::Condition;
 
 /// `restoreFellBack` stays true this long after a restore with reason `fallback`.
 pub const RESTORE_FALLBACK_ALERT_SECONDS: i64 = 3600;
@@ -60,6 +61,27 @@ pub fn subscription(sub: &AlertSubscription) -> Option<Subscription> {
         name: sub.metadata.name.clone()?,
         spec: sub.spec.clone(),
     })
+}
+
+/// The StreamJob's `Alerting` condition: True while any alert fires (reason `AlertsFiring`,
+/// message listing them, most severe first), else False (`NoAlertsFiring`).
+pub fn alerting_condition(active: &[ActiveAlert]) -> Condition {
+    let mut firing: Vec<&ActiveAlert> = active.iter().filter(|a| a.state == "firing").collect();
+    firing.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.name.cmp(&b.name)));
+    if firing.is_empty() {
+        let pending = active.len();
+        let message = if pending == 0 {
+            "no alerts".to_string()
+        } else {
+            format!("{pending} alert(s) pending")
+        };
+        return Condition::new("Alerting", false, "NoAlertsFiring", message);
+    }
+    let list: Vec<String> = firing
+        .iter()
+        .map(|a| format!("{} ({})", a.name, severity_str(a.severity)))
+        .collect();
+    Condition::new("Alerting", true, "AlertsFiring", list.join(", "))
 }
 
 /// One evaluation of one job: updates its lag trend, evaluates the rules on `health`, advances
@@ -173,6 +195,36 @@ spec:
         assert_eq!(
             due[0].notification.title(),
             "[WARNING] ads/ctr: ctr is backpressured 0.4 of the time (threshold 0.3)"
+        );
+    }
+
+    #[test]
+    fn alerting_condition_lists_firing_alerts_most_severe_first() {
+        let a = |name: &str, severity, state: &str| ActiveAlert {
+            name: name.into(),
+            severity,
+            state: state.into(),
+            since: Utc::now(),
+            summary: String::new(),
+        };
+        use weir_crds::stream_job::Severity;
+        let c = alerting_condition(&[
+            a("backpressureHigh", Severity::Warning, "firing"),
+            a("jobFailed", Severity::Critical, "firing"),
+            a("lagGrowing", Severity::Warning, "pending"),
+        ]);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "AlertsFiring")
+        );
+        assert_eq!(
+            c.message,
+            "jobFailed (critical), backpressureHigh (warning)"
+        );
+        let c = alerting_condition(&[a("lagGrowing", Severity::Warning, "pending")]);
+        assert_eq!(
+            (c.status.as_str(), c.message.as_str()),
+            ("False", "1 alert(s) pending")
         );
     }
 
