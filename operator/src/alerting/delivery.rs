@@ -159,6 +159,7 @@ mod tests {
                 threshold: None,
                 for_: Duration::ZERO,
                 never_suppressed: false,
+                inhibits: vec![],
                 summary: "ctr has failed".into(),
                 description: String::new(),
                 error: None,

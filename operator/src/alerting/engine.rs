@@ -102,6 +102,9 @@ pub struct AlertRecord {
     /// Not suppressed during upgrades/suspension.
     #[serde(default)]
     pub never_suppressed: bool,
+    /// Rules of the same job held back while this one fires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inhibits: Vec<String>,
     /// Alert labels.
     pub labels: BTreeMap<String, String>,
     /// Per subscription (`namespace/name`): what was last sent.
@@ -267,6 +270,7 @@ impl AlertEngine {
                 value: None,
                 threshold: None,
                 never_suppressed: false,
+                inhibits: Vec::new(),
                 labels: BTreeMap::new(),
                 notified: BTreeMap::new(),
             });
@@ -282,6 +286,7 @@ impl AlertEngine {
             rec.value = r.value;
             rec.threshold = r.threshold;
             rec.never_suppressed = r.never_suppressed;
+            rec.inhibits = r.inhibits.clone();
             rec.labels = alert_labels(tick, &r.rule, severity);
             let held = (now - rec.active_since).to_std().unwrap_or_default();
             if rec.phase == AlertPhase::Pending && held >= r.for_ {
@@ -311,6 +316,14 @@ impl AlertEngine {
         let prefix = format!("{}/", job_key(&tick.job.namespace, &tick.job.name));
         let suppressed_phase = phase_suppresses(tick.phase);
         let mut per_sub: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+        let inhibited: Vec<String> = self
+            .state
+            .alerts
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(_, r)| r.phase == AlertPhase::Firing)
+            .flat_map(|(_, r)| r.inhibits.iter().cloned())
+            .collect();
         for (key, rec) in self.state.alerts.range_mut(prefix.clone()..) {
             if !key.starts_with(&prefix) {
                 break;
@@ -336,7 +349,9 @@ impl AlertEngine {
                         None => true,
                         Some(n) => rec.severity > n.severity || now - n.at >= repeat,
                     };
-                    let held = muted || (suppressed_phase && !rec.never_suppressed);
+                    let held = muted
+                        || (suppressed_phase && !rec.never_suppressed)
+                        || inhibited.contains(&rec.rule);
                     if due && !held {
                         per_sub
                             .entry(sk.clone())

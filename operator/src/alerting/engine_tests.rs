@@ -70,6 +70,11 @@ fn result(rule: &str, severity: Option<Severity>, for_mins: u64) -> RuleResult {
         threshold: Some(0.8),
         for_: Duration::from_secs(for_mins * 60),
         never_suppressed: rule == "restartLoop",
+        inhibits: if rule == "jobFailed" {
+            vec!["backpressureHigh".into()]
+        } else {
+            vec![]
+        },
         summary: format!("{rule} summary"),
         description: String::new(),
         error: None,
@@ -631,4 +636,52 @@ fn a_resolved_alert_with_a_deleted_subscription_is_forgotten_after_retention() {
     );
     run(&mut e, t(1) + chrono::Duration::hours(25), &clear, &[]);
     assert!(e.state.alerts.is_empty());
+}
+
+#[test]
+fn a_failed_job_inhibits_its_backpressure_alert() {
+    let subs = [sub(
+        "oncall",
+        Severity::Warning,
+        &[],
+        vec![webhook("slack")],
+    )];
+    let mut e = AlertEngine::default();
+    let both = tick(
+        "ctr",
+        "ads",
+        Phase::Failed,
+        vec![
+            result("jobFailed", Some(Severity::Critical), 0),
+            result("backpressureHigh", Some(Severity::Critical), 0),
+        ],
+    );
+    let sent = run(&mut e, t(0), &both, &subs);
+    assert_eq!(
+        sent,
+        [(
+            "ads/oncall/slack-0".to_string(),
+            "[CRITICAL] ads/ctr: jobFailed summary".to_string()
+        )]
+    );
+    assert_eq!(
+        e.active_alerts("ads", "ctr").len(),
+        2,
+        "both still shown in status"
+    );
+    let recovered = tick(
+        "ctr",
+        "ads",
+        Phase::Running,
+        vec![result("backpressureHigh", Some(Severity::Critical), 0)],
+    );
+    let sent = run(&mut e, t(1), &recovered, &subs);
+    assert_eq!(
+        sent,
+        [(
+            "ads/oncall/slack-0".to_string(),
+            "[CRITICAL] ads/ctr: backpressureHigh summary (+1 more)".to_string()
+        )],
+        "one message for the job: backpressure now firing, jobFailed resolved"
+    );
 }

@@ -48,6 +48,10 @@ pub struct RuleSpec {
     /// Notify even while the job is upgrading or suspended (e.g. restart loops).
     #[serde(default)]
     pub never_suppressed: bool,
+    /// While this rule fires for a job, notifications of these rules for the same job are
+    /// held (e.g. a failed job's backpressure is noise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inhibits: Vec<String>,
     /// Summary template.
     pub summary: String,
     /// Description template.
@@ -136,6 +140,14 @@ pub enum RuleError {
         /// Rule name.
         rule: String,
     },
+    /// `inhibits` names a rule that does not exist.
+    #[error("alert rule '{rule}': inhibits unknown rule '{target}'")]
+    UnknownInhibit {
+        /// Rule name.
+        rule: String,
+        /// The unknown name.
+        target: String,
+    },
     /// The name is empty or not an identifier.
     #[error("alert rule name '{name}' must be a non-empty identifier (letters, digits)")]
     BadName {
@@ -221,6 +233,8 @@ pub struct RuleResult {
     pub for_: Duration,
     /// Not suppressed during upgrades or suspension.
     pub never_suppressed: bool,
+    /// Rules this one inhibits while it fires.
+    pub inhibits: Vec<String>,
     /// Rendered summary.
     pub summary: String,
     /// Rendered description.
@@ -288,6 +302,14 @@ impl RuleSet {
             };
             compiled.check_on_sample(&env)?;
             rules.push(compiled);
+        }
+        for r in &rules {
+            if let Some(target) = r.spec.inhibits.iter().find(|t| !seen.contains(*t)) {
+                return Err(RuleError::UnknownInhibit {
+                    rule: r.spec.name.clone(),
+                    target: target.clone(),
+                });
+            }
         }
         Ok(RuleSet {
             rules: Arc::new(rules),
@@ -358,6 +380,7 @@ impl CompiledRule {
             threshold: levels.last().and_then(|(_, t)| *t),
             for_,
             never_suppressed: self.spec.never_suppressed,
+            inhibits: self.spec.inhibits.clone(),
             summary: String::new(),
             description: String::new(),
             error: None,
@@ -806,6 +829,25 @@ mod tests {
             RuleSet::from_yaml(dup),
             Err(RuleError::DuplicateName { .. })
         ));
+    }
+
+    #[test]
+    fn inhibits_must_name_existing_rules() {
+        let bad =
+            "rules:\n- {name: x, condition: 'true', severity: info, summary: s, inhibits: [y]}";
+        let e = RuleSet::from_yaml(bad)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("alert rule 'x': inhibits unknown rule 'y'")
+        );
+        let failed = defaults()
+            .rules()
+            .find(|r| r.name == "jobFailed")
+            .map(|r| r.inhibits.clone());
+        assert!(failed.is_some_and(|i| i.contains(&"backpressureHigh".to_string())));
     }
 
     #[test]
