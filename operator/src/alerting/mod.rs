@@ -2,7 +2,8 @@
 //!
 //! Data flow (the controller wires it; see `alerts/README.md`):
 //!
-//! 1. [`aggregate::aggregate`] turns two scrapes of a job's runtime pods into `JobHealth`.
+//! 1. [`scrape::scrape_job`] fetches a job's runtime pods' `/metrics`;
+//!    [`aggregate::aggregate`] turns two such scrapes into `JobHealth`.
 //! 2. [`lag::LagTrend`] derives `health.lagGrowing`; [`rules::RuleSet::evaluate`] runs the
 //!    rules (from `alerts/default-rules.yaml`) over the job's health and overrides.
 //! 3. [`engine::AlertEngine::tick_job`] advances pending → firing → resolved, routes to the
@@ -30,6 +31,7 @@ pub mod notify;
 pub mod prom_text;
 pub mod routing;
 pub mod rules;
+pub mod scrape;
 pub mod subscription;
 pub mod template;
 

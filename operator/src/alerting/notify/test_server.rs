@@ -1,10 +1,9 @@
-//! A real HTTP server on 127.0.0.1 for notifier tests: records each request and answers with
+//! A real HTTP server on 127.0.0.1 for notifier and scrape tests: records each request and answers with
 //! what a provider-specific check returns (so a bad signature gets the provider's error).
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::routing::post;
 use axum::Router;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,14 +43,14 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server that answers every POST with `check(request)`.
+    /// Starts a server that answers every request with `check(request)`.
     pub async fn start(check: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static) -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             received: received.clone(),
             check: Arc::new(check),
         };
-        let app = Router::new().fallback(post(handle)).with_state(shared);
+        let app = Router::new().fallback(handle).with_state(shared);
         let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
             Ok(l) => l,
             Err(e) => panic!("cannot bind a test server: {e}"),
