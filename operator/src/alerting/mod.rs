@@ -18,6 +18,8 @@
 //!    exports `weir_job_*`; [`subscription::check_channels`]
 //!    gives each channel's status for the AlertSubscription's status.
 
+#![warn(missing_docs)]
+
 pub mod aggregate;
 pub mod delivery;
 pub mod dispatch;
