@@ -101,10 +101,20 @@ pub fn evaluate_job(
         .lag
         .observe(now.timestamp_millis(), lag);
     let facts = job_facts(job, health, lag_growing, now);
+    let results = rules.evaluate(&facts);
+    for r in results.iter().filter(|r| r.error.is_some()) {
+        tracing::warn!(
+            namespace = %routing.namespace,
+            job = %routing.name,
+            rule = %r.rule,
+            error = r.error.as_deref().unwrap_or_default(),
+            "alert rule could not be evaluated; treated as not firing"
+        );
+    }
     let tick = JobTick {
         alert_labels: job.spec.alerting.labels.clone(),
         phase: facts.phase,
-        results: rules.evaluate(&facts),
+        results,
         job: routing,
     };
     engine.tick_job(now, &tick, subscriptions)
