@@ -11,6 +11,9 @@ use std::time::Duration;
 use weir_crds::stream_job::{AlertingSpec, JobHealth, Phase, Severity};
 use weir_crds::Dur;
 
+/// `alerts/default-rules.yaml`, built into the operator (used when no rules file is configured).
+pub const DEFAULT_RULES_YAML: &str = include_str!("../../../alerts/default-rules.yaml");
+
 /// The rules file as written (`alerts/default-rules.yaml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -95,6 +98,14 @@ impl Thresholds {
 /// Why a rules file cannot be used; names the rule and field.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
+    /// The rules file cannot be read.
+    #[error("cannot read alert rules from {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The YAML does not have the expected shape.
     #[error("cannot parse alert rules: {0}")]
     Parse(#[from] serde_yaml::Error),
@@ -244,6 +255,23 @@ pub struct RuleResult {
 }
 
 impl RuleSet {
+    /// The built-in default rules ([`DEFAULT_RULES_YAML`]).
+    pub fn defaults() -> Result<Self, RuleError> {
+        Self::from_yaml(DEFAULT_RULES_YAML)
+    }
+
+    /// Loads the rules file at `path` (`WEIR_ALERT_RULES`), or the defaults when `None`.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, RuleError> {
+        let Some(path) = path else {
+            return Self::defaults();
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| RuleError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
     /// Parses and checks a rules file.
     pub fn from_yaml(text: &str) -> Result<Self, RuleError> {
         let file: RuleFile = serde_yaml::from_str(text)?;
@@ -587,7 +615,7 @@ mod tests {
     use super::*;
     use weir_crds::stream_job::RuleOverride;
 
-    const DEFAULT_RULES: &str = include_str!("../../../alerts/default-rules.yaml");
+    const DEFAULT_RULES: &str = DEFAULT_RULES_YAML;
     const CHART_RULES: &str = include_str!("../../../charts/weir/files/default-rules.yaml");
 
     fn defaults() -> RuleSet {
@@ -848,6 +876,30 @@ mod tests {
             .find(|r| r.name == "jobFailed")
             .map(|r| r.inhibits.clone());
         assert!(failed.is_some_and(|i| i.contains(&"backpressureHigh".to_string())));
+    }
+
+    #[test]
+    fn load_reads_a_file_or_falls_back_to_the_defaults() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let path = dir.path().join("rules.yaml");
+        let one = "rules:\n- {name: onlyRule, condition: 'true', severity: info, summary: s}\n";
+        assert!(std::fs::write(&path, one).is_ok());
+        let names = |r: RuleSet| r.rules().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            RuleSet::load(Some(&path)).map(names).ok(),
+            Some(vec!["onlyRule".to_string()])
+        );
+        assert_eq!(RuleSet::load(None).map(|r| r.rules().count()).ok(), Some(8));
+        let missing = dir.path().join("nope.yaml");
+        let e = RuleSet::load(Some(&missing))
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("cannot read alert rules from "), "{e}");
     }
 
     #[test]
