@@ -15,6 +15,7 @@ pub mod admin;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod generator;
 pub mod job;
 pub mod metrics;
 pub mod operator;
