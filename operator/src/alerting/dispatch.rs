@@ -65,12 +65,25 @@ pub struct ChannelTarget {
     pub fallback: bool,
     /// `email`, `slack`, `dingtalk`, ...
     pub kind: String,
+    /// The destination (`namespace/secret/key` of its URL): channels posting to the same robot
+    /// share its rate limit. Empty: the channel itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
 }
 
 impl ChannelTarget {
-    /// `namespace/subscription/channel`: the key for rate limits and failure counts.
+    /// `namespace/subscription/channel`: the key for failure counts.
     pub fn key(&self) -> String {
         format!("{}/{}", self.subscription, self.channel)
+    }
+
+    /// The key rate limits are counted under: the endpoint, else the channel.
+    pub fn rate_key(&self) -> String {
+        if self.endpoint.is_empty() {
+            self.key()
+        } else {
+            self.endpoint.clone()
+        }
     }
 }
 
@@ -104,9 +117,6 @@ pub struct ChannelRecord {
     /// Failures since the last success.
     #[serde(default)]
     pub consecutive_failures: u32,
-    /// Send times within the last minute (for rate limits).
-    #[serde(default)]
-    pub sent: VecDeque<DateTime<Utc>>,
     /// The last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -128,6 +138,9 @@ pub struct Outbox {
     /// By [`ChannelTarget::key`].
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelRecord>,
+    /// Send times within the last minute, by [`ChannelTarget::rate_key`].
+    #[serde(default)]
+    pub rate_windows: BTreeMap<String, VecDeque<DateTime<Utc>>>,
 }
 
 /// A message to send now.
@@ -215,18 +228,18 @@ impl Outbox {
         let mut by_channel: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, m) in self.queue.iter().enumerate() {
             if !m.in_flight && m.not_before <= now {
-                by_channel.entry(m.target.key()).or_default().push(i);
+                by_channel.entry(m.target.rate_key()).or_default().push(i);
             }
         }
         let mut merged_away: Vec<usize> = Vec::new();
         let mut out = Vec::new();
         for (key, idx) in by_channel {
-            let record = self.channels.entry(key).or_default();
-            while record.sent.front().is_some_and(|t| *t <= minute_ago) {
-                record.sent.pop_front();
+            let sent = self.rate_windows.entry(key).or_default();
+            while sent.front().is_some_and(|t| *t <= minute_ago) {
+                sent.pop_front();
             }
             let kind = self.queue[idx[0]].target.kind.clone();
-            let free = rate_limit_per_minute(&kind).map(|l| l.saturating_sub(record.sent.len()));
+            let free = rate_limit_per_minute(&kind).map(|l| l.saturating_sub(sent.len()));
             let send: Vec<usize> = match free {
                 Some(0) => continue,
                 Some(free) if idx.len() > free => {
@@ -246,7 +259,7 @@ impl Outbox {
                 let m = &mut self.queue[i];
                 m.in_flight = true;
                 m.attempts += 1;
-                record.sent.push_back(now);
+                sent.push_back(now);
                 out.push(Delivery {
                     id: m.id,
                     target: m.target.clone(),
@@ -342,6 +355,7 @@ mod tests {
             channel: channel.into(),
             fallback: channel == "fallback",
             kind: kind.into(),
+            endpoint: String::new(),
         }
     }
 
@@ -412,6 +426,27 @@ mod tests {
             );
         }
         assert_eq!(o.take_due(t(70)).len(), 25);
+    }
+
+    #[test]
+    fn channels_posting_to_the_same_robot_share_its_limit() {
+        let mut o = Outbox::default();
+        for i in 0..15 {
+            for sub in ["ads/a", "ads/b"] {
+                let mut target = target("dingtalk-0", "dingtalk");
+                target.subscription = sub.into();
+                target.endpoint = "ads/robots/ops".into();
+                o.enqueue(t(0), target, None, job_notification(&format!("job-{i}")));
+            }
+        }
+        let sent = o.take_due(t(0));
+        assert_eq!(
+            sent.len(),
+            20,
+            "one robot, 20 a minute, whichever subscription sends"
+        );
+        let jobs: usize = sent.iter().map(|d| d.notification.alerts().count()).sum();
+        assert_eq!(jobs, 30, "nothing dropped");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::alerting::dispatch::{
 };
 use crate::alerting::lag::LagTrend;
 use crate::alerting::model::{Alert, AlertGroup, AlertStatus, Notification};
+use crate::alerting::notify::resolver::secret_refs;
 use crate::alerting::routing::{JobRouting, Subscription};
 use crate::alerting::rules::{severity_str, RuleResult};
 use chrono::{DateTime, Utc};
@@ -398,10 +399,17 @@ impl AlertEngine {
                 }],
                 external_url: self.config.external_url.clone(),
             };
+            let endpoint = |c: &weir_crds::alert_subscription::ChannelSpec| {
+                secret_refs(c)
+                    .first()
+                    .map(|r| format!("{}/{}/{}", sub.namespace, r.name, r.key))
+                    .unwrap_or_default()
+            };
             let fallback = sub.fallback_name().map(|name| ChannelTarget {
                 subscription: sk.clone(),
                 channel: name,
                 fallback: true,
+                endpoint: sub.spec.fallback.as_ref().map(endpoint).unwrap_or_default(),
                 kind: sub
                     .spec
                     .fallback
@@ -415,6 +423,7 @@ impl AlertEngine {
                     subscription: sk.clone(),
                     channel: channel.display_name(i),
                     fallback: false,
+                    endpoint: endpoint(channel),
                     kind: channel
                         .kinds()
                         .first()
