@@ -117,7 +117,6 @@ struct TaskHandle {
 struct Coordinator {
     cfg: JobConfig,
     storage: CheckpointStorage,
-    metrics: Arc<Metrics>,
     status: SharedStatus,
     tasks: Vec<TaskHandle>,
     events: Receiver<TaskEvent>,
@@ -254,7 +253,6 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut coord = Coordinator {
         storage,
-        metrics,
         status,
         tasks,
         events: ev_rx,

@@ -1,5 +1,7 @@
 //! The admin API in local mode: metrics, readiness, status, and a final checkpoint on request.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use std::io::{Read, Write};

@@ -1,5 +1,7 @@
 //! Bad manifests fail fast with errors that name the field, from `validate` and from `run`.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 

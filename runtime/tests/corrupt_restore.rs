@@ -2,6 +2,8 @@
 //! checkpoint (no `_COMPLETED` marker) is never used; with nothing restorable the runtime
 //! refuses to start empty unless allowed.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! `kill -9` in the middle of a run, restart the same command: the committed output equals
 //! that of an uninterrupted run (no loss, no duplicates).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use std::path::Path;

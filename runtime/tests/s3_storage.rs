@@ -3,6 +3,8 @@
 //! Skips (loudly) when `s3s-fs` is not installed; install it with
 //! `cargo install --root ~/.cache/weir/cargo s3s-fs@0.14.1 --features binary --locked`.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 use std::path::PathBuf;

@@ -31,7 +31,7 @@ impl Catalog {
     pub fn completed(&self) -> Vec<&CatalogEntry> {
         let mut v: Vec<&CatalogEntry> =
             self.entries.iter().filter(|e| e.marker.is_some()).collect();
-        v.sort_by(|a, b| b.id.cmp(&a.id));
+        v.sort_by_key(|e| std::cmp::Reverse(e.id));
         v
     }
 
@@ -110,7 +110,7 @@ pub fn choose_restore_point(
         };
     }
     let mut entries: Vec<&CatalogEntry> = catalog.entries.iter().collect();
-    entries.sort_by(|a, b| b.id.cmp(&a.id));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.id));
     let mut skipped = vec![];
     for e in entries {
         if let RestoreFrom::Id(want) = from {

@@ -192,34 +192,32 @@ impl Acc {
                     *float = a + b;
                 }
             }
-            (Acc::Min { v }, Acc::Min { v: Some(o) }) => {
+            (Acc::Min { v }, Acc::Min { v: Some(o) })
                 if v.as_ref()
-                    .is_none_or(|c| compare(&o, c) == Some(Ordering::Less))
-                {
-                    *v = Some(o);
-                }
+                    .is_none_or(|c| compare(&o, c) == Some(Ordering::Less)) =>
+            {
+                *v = Some(o);
             }
-            (Acc::Max { v }, Acc::Max { v: Some(o) }) => {
+            (Acc::Max { v }, Acc::Max { v: Some(o) })
                 if v.as_ref()
-                    .is_none_or(|c| compare(&o, c) == Some(Ordering::Greater))
-                {
-                    *v = Some(o);
-                }
+                    .is_none_or(|c| compare(&o, c) == Some(Ordering::Greater)) =>
+            {
+                *v = Some(o);
             }
             (Acc::Avg { sum, n }, Acc::Avg { sum: s2, n: n2 }) => {
                 *sum += s2;
                 *n += n2;
             }
             (Acc::Distinct { seen }, Acc::Distinct { seen: s2 }) => seen.extend(s2),
-            (Acc::First { v }, Acc::First { v: Some((t, x)) }) => {
-                if v.as_ref().is_none_or(|(c, _)| t < *c) {
-                    *v = Some((t, x));
-                }
+            (Acc::First { v }, Acc::First { v: Some((t, x)) })
+                if v.as_ref().is_none_or(|(c, _)| t < *c) =>
+            {
+                *v = Some((t, x));
             }
-            (Acc::Last { v }, Acc::Last { v: Some((t, x)) }) => {
-                if v.as_ref().is_none_or(|(c, _)| t >= *c) {
-                    *v = Some((t, x));
-                }
+            (Acc::Last { v }, Acc::Last { v: Some((t, x)) })
+                if v.as_ref().is_none_or(|(c, _)| t >= *c) =>
+            {
+                *v = Some((t, x));
             }
             (Acc::Collect { items }, Acc::Collect { items: i2 }) => items.extend(i2),
             _ => {}

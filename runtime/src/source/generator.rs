@@ -54,7 +54,7 @@ impl PartitionReader for GeneratorReader {
         }
         let mut n = 0;
         while n < budget {
-            match self.generator.next() {
+            match self.generator.next_event() {
                 Some((ts, v)) => {
                     out.push((Some(ts), v));
                     n += 1;

@@ -51,7 +51,7 @@ impl PlaceholderGenerator {
     }
 
     /// The next event (event time ms, value), or `None` when the partition's count is reached.
-    pub fn next(&mut self) -> Option<(i64, Value)> {
+    pub fn next_event(&mut self) -> Option<(i64, Value)> {
         if self.limit.is_some_and(|l| self.next >= l) {
             return None;
         }

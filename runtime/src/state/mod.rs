@@ -130,6 +130,9 @@ impl StateStore {
     }
 }
 
+/// Raw key-value pairs.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Access to one column family of a task's database.
 #[derive(Clone)]
 pub struct StateHandle {
@@ -181,7 +184,7 @@ impl StateHandle {
     }
 
     /// All raw entries whose key starts with `prefix`.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StateError> {
         let cf = self
             .db
             .cf_handle(&self.cf)
