@@ -133,9 +133,19 @@ pub(crate) struct AppendFold {
 }
 
 /// Where variables are read from while evaluating.
-pub(crate) struct Frame<'a, 'r> {
+pub(crate) struct Frame<'a, 'r, 'l> {
+    /// The expression's variables, by position.
     pub args: &'r [&'a Value],
-    pub locals: Vec<Value>,
+    /// Comprehension slots.
+    pub locals: &'l mut [Value],
+}
+
+impl Frame<'_, '_, '_> {
+    fn set(&mut self, slot: usize, value: Value) {
+        if let Some(local) = self.locals.get_mut(slot) {
+            *local = value;
+        }
+    }
 }
 
 /// The CEL type name of a value, for error messages.
@@ -492,24 +502,43 @@ fn map_key(v: &Value) -> Result<Arc<str>, String> {
 }
 
 /// The elements a comprehension iterates over: a list's elements or a map's keys.
-fn iteration_items(range: &Value) -> Result<Vec<Value>, String> {
-    match range {
-        Value::List(l) => Ok(l.to_vec()),
-        Value::Map(m) => Ok(m
-            .entries
-            .iter()
-            .map(|(k, _)| Value::Str(k.clone()))
-            .collect()),
-        other => Err(format!(
-            "unexpected type: got '{}', want 'iterable'",
-            type_name(other)
-        )),
+enum Items<'v> {
+    List(&'v [Value]),
+    Keys(&'v Map),
+}
+
+impl<'v> Items<'v> {
+    fn of(range: &'v Value) -> Result<Self, String> {
+        match range {
+            Value::List(l) => Ok(Items::List(l)),
+            Value::Map(m) => Ok(Items::Keys(m)),
+            other => Err(format!(
+                "unexpected type: got '{}', want 'iterable'",
+                type_name(other)
+            )),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Items::List(l) => l.len(),
+            Items::Keys(m) => m.len(),
+        }
+    }
+    fn get(&self, i: usize) -> Value {
+        match self {
+            Items::List(l) => l.get(i).cloned().unwrap_or_default(),
+            Items::Keys(m) => m
+                .entries
+                .get(i)
+                .map(|(k, _)| Value::Str(k.clone()))
+                .unwrap_or_default(),
+        }
     }
 }
 
 impl Node {
     /// Evaluates the node.
-    pub(crate) fn eval<'a>(&'a self, frame: &mut Frame<'a, '_>) -> Outcome<'a> {
+    pub(crate) fn eval<'a>(&'a self, frame: &mut Frame<'a, '_, '_>) -> Outcome<'a> {
         match self {
             Node::Const(v) => Ok(Cow::Borrowed(v)),
             Node::Arg(i) => frame
@@ -517,7 +546,9 @@ impl Node {
                 .get(*i)
                 .map(|v| Cow::Borrowed(*v))
                 .ok_or_else(|| format!("no value bound to variable #{i}")),
-            Node::Local(i) => Ok(Cow::Owned(frame.locals[*i].clone())),
+            Node::Local(i) => Ok(Cow::Owned(
+                frame.locals.get(*i).cloned().unwrap_or_default(),
+            )),
             Node::Select(operand, field) => select(operand.eval(frame)?, field),
             Node::Has(operand, field) => match &*operand.eval(frame)? {
                 Value::Map(m) => owned(Value::Bool(m.get(field).is_some())),
@@ -640,7 +671,7 @@ impl Node {
 /// `a && b` (`or == false`) or `a || b` (`or == true`), as the cel crate evaluates them:
 /// the left side short-circuits; an error on the left is absorbed when the right side
 /// decides the result.
-fn logical<'a>(frame: &mut Frame<'a, '_>, a: &'a Node, b: &'a Node, or: bool) -> Outcome<'a> {
+fn logical<'a>(frame: &mut Frame<'a, '_, '_>, a: &'a Node, b: &'a Node, or: bool) -> Outcome<'a> {
     let left = a.eval(frame).and_then(|v| as_bool(&v));
     if left == Ok(or) {
         return owned(Value::Bool(or));
@@ -658,16 +689,17 @@ fn logical<'a>(frame: &mut Frame<'a, '_>, a: &'a Node, b: &'a Node, or: bool) ->
 }
 
 impl Fold {
-    fn eval<'a>(&'a self, frame: &mut Frame<'a, '_>) -> Outcome<'a> {
+    fn eval<'a>(&'a self, frame: &mut Frame<'a, '_, '_>) -> Outcome<'a> {
         let init = self.init.eval(frame)?.into_owned();
-        let items = iteration_items(&*self.range.eval(frame)?)?;
-        frame.locals[self.accu_slot] = init;
+        let range = self.range.eval(frame)?;
+        let items = Items::of(&range)?;
+        frame.set(self.accu_slot, init);
         let mut pending: Option<String> = None;
-        for item in items {
+        for n in 0..items.len() {
             if !as_bool(&*self.cond.eval(frame)?)? {
                 break;
             }
-            frame.locals[self.iter_slot] = item;
+            frame.set(self.iter_slot, items.get(n));
             let step = self.step.eval(frame).map(Cow::into_owned);
             match (step, self.absorbing) {
                 (Err(e), Some(_)) => pending = Some(e),
@@ -675,7 +707,7 @@ impl Fold {
                 (Ok(v), Some(absorbing)) if pending.is_some() && v != Value::Bool(absorbing) => {}
                 (Ok(v), _) => {
                     pending = None;
-                    frame.locals[self.accu_slot] = v;
+                    frame.set(self.accu_slot, v);
                 }
             }
         }
@@ -687,14 +719,15 @@ impl Fold {
 }
 
 impl AppendFold {
-    fn eval<'a>(&'a self, frame: &mut Frame<'a, '_>) -> Outcome<'a> {
-        let items = iteration_items(&*self.range.eval(frame)?)?;
+    fn eval<'a>(&'a self, frame: &mut Frame<'a, '_, '_>) -> Outcome<'a> {
+        let range = self.range.eval(frame)?;
+        let items = Items::of(&range)?;
         let mut out = Vec::with_capacity(items.len());
-        for item in items {
+        for n in 0..items.len() {
             if !as_bool(&*self.cond.eval(frame)?)? {
                 break;
             }
-            frame.locals[self.iter_slot] = item;
+            frame.set(self.iter_slot, items.get(n));
             if let Some(guard) = &self.guard {
                 if !as_bool(&*guard.eval(frame)?)? {
                     continue;

@@ -12,7 +12,7 @@
 //! arithmetic still needs operands of one type (`1 + 1.0` is an error).
 
 use crate::compile::{self, Unsupported};
-use crate::eval::Frame;
+use crate::eval::{Frame, Outcome};
 use crate::interpreter;
 use crate::value::Value;
 
@@ -126,17 +126,11 @@ impl Expr {
     /// Evaluates with `args[i]` bound to `vars[i]`.
     pub fn eval(&self, args: &[&Value]) -> Result<Value, EvalError> {
         match &self.body {
-            Body::Compiled(compiled) => {
-                let mut frame = Frame {
-                    args,
-                    locals: vec![Value::Null; compiled.slots],
-                };
-                compiled
-                    .root
-                    .eval(&mut frame)
+            Body::Compiled(compiled) => run(compiled, args, |outcome| {
+                outcome
                     .map(|v| v.into_owned())
                     .map_err(|m| self.eval_error(m))
-            }
+            }),
             Body::Interpreted { program, .. } => {
                 interpreter::execute(program, &self.vars, args).map_err(|m| self.eval_error(m))
             }
@@ -145,23 +139,17 @@ impl Expr {
 
     /// Evaluates and requires a boolean result.
     pub fn eval_bool(&self, args: &[&Value]) -> Result<bool, EvalError> {
-        if let Body::Compiled(compiled) = &self.body {
-            // Same as `eval`, without moving the result out.
-            let mut frame = Frame {
-                args,
-                locals: vec![Value::Null; compiled.slots],
-            };
-            return match compiled.root.eval(&mut frame).as_deref() {
+        let not_bool = |v: &Value| self.eval_error(format!("expected a bool, got {}", v.to_json()));
+        match &self.body {
+            Body::Compiled(compiled) => run(compiled, args, |outcome| match outcome.as_deref() {
                 Ok(Value::Bool(b)) => Ok(*b),
-                Ok(other) => {
-                    Err(self.eval_error(format!("expected a bool, got {}", other.to_json())))
-                }
+                Ok(other) => Err(not_bool(other)),
                 Err(m) => Err(self.eval_error(m.clone())),
-            };
-        }
-        match self.eval(args)? {
-            Value::Bool(b) => Ok(b),
-            other => Err(self.eval_error(format!("expected a bool, got {}", other.to_json()))),
+            }),
+            Body::Interpreted { .. } => match self.eval(args)? {
+                Value::Bool(b) => Ok(b),
+                other => Err(not_bool(&other)),
+            },
         }
     }
 
@@ -171,6 +159,37 @@ impl Expr {
             message,
         }
     }
+}
+
+/// Evaluates `compiled` and hands the outcome to `finish`, with comprehension slots on the
+/// stack when there are few (no allocation per call).
+fn run<R>(
+    compiled: &compile::Compiled,
+    args: &[&Value],
+    finish: impl for<'a> FnOnce(Outcome<'a>) -> R,
+) -> R {
+    const ON_STACK: usize = 8;
+    if compiled.slots == 0 {
+        let mut frame = Frame {
+            args,
+            locals: &mut [],
+        };
+        return finish(compiled.root.eval(&mut frame));
+    }
+    if compiled.slots <= ON_STACK {
+        let mut slots: [Value; ON_STACK] = Default::default();
+        let mut frame = Frame {
+            args,
+            locals: &mut slots[..compiled.slots],
+        };
+        return finish(compiled.root.eval(&mut frame));
+    }
+    let mut slots = vec![Value::Null; compiled.slots];
+    let mut frame = Frame {
+        args,
+        locals: &mut slots,
+    };
+    finish(compiled.root.eval(&mut frame))
 }
 
 #[cfg(test)]
