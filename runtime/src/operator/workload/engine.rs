@@ -1,0 +1,491 @@
+//! Runs the workload operators inside the engine: an [`Operator`] adapter that keeps the
+//! operator's state in the task's RocksDB (through the write-back [`KeyedState`] cache),
+//! forwards timers and outputs to the task's [`Context`], and performs lookupJoin's lookups
+//! against Redis.
+//!
+//! Lookups are batched: requests collect until `maxInFlight` are pending, or the watermark
+//! moves, or a timer fires, or a short processing-time flush timer fires; then they go to
+//! Redis as one pipelined round trip. If Redis cannot be reached the requests stay in flight
+//! (they are in the operator's state) and are retried at the next flush.
+
+use super::{
+    accumulate::Accumulate, interval_join::IntervalJoin, lookup_join::LookupJoin, pattern::Pattern,
+    splice::Splice, Collector, Ctx, Event, LookupRequest, Output, StateBackendError, StateMap,
+    Timer, TimerService, WorkloadError, WorkloadOperator,
+};
+use crate::operator::{Context, OpResult, Operator, OperatorError};
+use crate::record::Record;
+use crate::state::{KeyedState, StateError, StateHandle};
+use crate::time::{TimeDomain as EngineDomain, Timer as EngineTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use weir_crds::pipeline::{OperatorKind, OperatorSpec, TimeDomain};
+use weir_crds::validate::SpecError;
+use weir_expr::Value;
+
+/// Entries the write-back cache holds per operator before it flushes to RocksDB.
+const CACHE_ENTRIES: usize = 200_000;
+/// The name of the state inside the operator's column family.
+const STATE_NAME: &str = "workload";
+/// Timer key reserved for the lookup flush timer (operator keys never start with NUL).
+const FLUSH_TIMER: &str = "\u{0}flush";
+/// How long requested lookups may wait for a batch to fill.
+const FLUSH_AFTER_MS: i64 = 5;
+
+/// Builds the engine operator for a workload kind, or `None` if `spec` is not one.
+/// `field` is the operator's spec path (`spec.pipeline.operators[i]`).
+pub fn build(
+    field: &str,
+    spec: &OperatorSpec,
+) -> Option<Result<Box<dyn Operator>, Vec<SpecError>>> {
+    let inputs: Vec<String> = spec.all_inputs().into_iter().map(String::from).collect();
+    let name = spec.name.clone();
+    let err = |e: WorkloadError| vec![spec_error(field, e)];
+    Some(match spec.kind()? {
+        OperatorKind::Splice(s) => Splice::new(name, inputs, s)
+            .map(|o| Box::new(Adapter::new(o, None)) as Box<dyn Operator>)
+            .map_err(err),
+        OperatorKind::Pattern(p) => Pattern::new(name, inputs, p)
+            .map(|o| Box::new(Adapter::new(o, None)) as Box<dyn Operator>)
+            .map_err(err),
+        OperatorKind::IntervalJoin(j) => IntervalJoin::new(name, inputs, j)
+            .map(|o| Box::new(Adapter::new(o, None)) as Box<dyn Operator>)
+            .map_err(err),
+        OperatorKind::Accumulate(a) => Accumulate::new(name, inputs, a)
+            .map(|o| Box::new(Adapter::new(o, None)) as Box<dyn Operator>)
+            .map_err(err),
+        OperatorKind::LookupJoin(l) => {
+            let url = l.store.redis.clone().unwrap_or_default();
+            LookupJoin::new(name, l)
+                .map(|o| {
+                    let cap = o.max_in_flight();
+                    let redis = Redis::new(&url);
+                    Box::new(Adapter::new(
+                        o,
+                        Some((Box::new(redis) as Box<dyn LookupStore>, cap)),
+                    )) as Box<dyn Operator>
+                })
+                .map_err(err)
+        }
+        _ => return None,
+    })
+}
+
+fn spec_error(field: &str, e: WorkloadError) -> SpecError {
+    let (sub, message) = match &e {
+        WorkloadError::InvalidSpec { field, message, .. } => (field.clone(), message.clone()),
+        WorkloadError::CompileExpr { field, source, .. } => (field.clone(), source.to_string()),
+        WorkloadError::State { .. } => (String::new(), e.to_string()),
+    };
+    SpecError {
+        field: if sub.is_empty() {
+            field.to_string()
+        } else {
+            format!("{field}.{sub}")
+        },
+        message,
+    }
+}
+
+fn operator_error(e: WorkloadError) -> OperatorError {
+    match e {
+        WorkloadError::State { operator, source } => OperatorError::State {
+            operator,
+            source: StateError::Access {
+                action: "access",
+                cf: STATE_NAME.to_string(),
+                message: source.0,
+            },
+        },
+        other => OperatorError::State {
+            operator: String::new(),
+            source: StateError::Access {
+                action: "run",
+                cf: STATE_NAME.to_string(),
+                message: other.to_string(),
+            },
+        },
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> StateMap<V> for KeyedState<V> {
+    fn take(&mut self, key: &str) -> Result<Option<V>, StateBackendError> {
+        self.remove(key)
+            .map_err(|e| StateBackendError(e.to_string()))
+    }
+    fn put(&mut self, key: &str, value: V) -> Result<(), StateBackendError> {
+        KeyedState::put(self, key, value).map_err(|e| StateBackendError(e.to_string()))
+    }
+}
+
+/// Timers registered during one call, handed to the engine afterwards.
+#[derive(Default)]
+struct TimerBuffer(Vec<(TimeDomain, String, i64)>);
+
+impl TimerService for TimerBuffer {
+    fn register(&mut self, domain: TimeDomain, key: &str, ts: i64) {
+        self.0.push((domain, key.to_string(), ts));
+    }
+}
+
+/// Outputs and lookup requests of one call.
+#[derive(Default)]
+struct OutputBuffer {
+    records: Vec<(Output, Event)>,
+    lookups: Vec<LookupRequest>,
+}
+
+impl Collector for OutputBuffer {
+    fn emit(&mut self, output: Output, event: Event) {
+        self.records.push((output, event));
+    }
+    fn request_lookup(&mut self, request: LookupRequest) {
+        self.lookups.push(request);
+    }
+}
+
+/// An external key-value store answering lookups in batches.
+pub trait LookupStore: Send {
+    /// The values of `keys` (`None` for a missing key), in order; `Err` if the store is down.
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Value>>, String>;
+}
+
+/// Adapts a [`WorkloadOperator`] to the engine's [`Operator`].
+pub struct Adapter<O: WorkloadOperator> {
+    op: O,
+    state: Option<KeyedState<O::State>>,
+    timers: TimerBuffer,
+    out: OutputBuffer,
+    /// The store and the batch size for lookupJoin.
+    store: Option<(Box<dyn LookupStore>, usize)>,
+    /// Lookups requested and not yet sent.
+    pending: Vec<LookupRequest>,
+    flush_timer_at: Option<i64>,
+    ingest_ms: i64,
+}
+
+impl<O: WorkloadOperator> Adapter<O> {
+    /// Wraps `op`; `store` is the lookup store and batch size, for lookupJoin.
+    pub fn new(op: O, store: Option<(Box<dyn LookupStore>, usize)>) -> Self {
+        Adapter {
+            op,
+            state: None,
+            timers: TimerBuffer::default(),
+            out: OutputBuffer::default(),
+            store,
+            pending: Vec::new(),
+            flush_timer_at: None,
+            ingest_ms: 0,
+        }
+    }
+
+    /// Runs `f` on the operator with a [`Ctx`] over the engine's state, then hands what it
+    /// emitted and registered to the engine.
+    fn call(
+        &mut self,
+        ctx: &mut Context<'_>,
+        f: impl FnOnce(&mut O, &mut Ctx<'_, O::State>) -> Result<(), WorkloadError>,
+    ) -> OpResult {
+        let Some(state) = self.state.as_mut() else {
+            return Err(operator_error(WorkloadError::State {
+                operator: self.op.name().to_string(),
+                source: StateBackendError("operator used before on_start".into()),
+            }));
+        };
+        let mut wctx = Ctx {
+            state,
+            timers: &mut self.timers,
+            out: &mut self.out,
+            watermark: ctx.watermark,
+            processing_time: ctx.now_ms,
+        };
+        let res = f(&mut self.op, &mut wctx);
+        self.forward(ctx);
+        res.map_err(operator_error)
+    }
+
+    fn forward(&mut self, ctx: &mut Context<'_>) {
+        for (domain, key, ts) in self.timers.0.drain(..) {
+            let d = match domain {
+                TimeDomain::EventTime => EngineDomain::EventTime,
+                TimeDomain::ProcessingTime => EngineDomain::ProcessingTime,
+            };
+            ctx.register_timer(d, ts, &key);
+        }
+        for (output, event) in self.out.records.drain(..) {
+            let rec = Record::new(event.ts, event.value, self.ingest_ms);
+            match output {
+                Output::Main => ctx.emit(rec),
+                Output::Side("deadLetter") => {
+                    let error = rec.value.get("error").as_str().unwrap_or("").to_string();
+                    let inner = Record::new(rec.ts, rec.value.get("record").clone(), rec.ingest_ms);
+                    ctx.dead_letter(&inner, &error);
+                }
+                Output::Side(name) => ctx.emit_side(name, rec),
+            }
+        }
+        self.pending.append(&mut self.out.lookups);
+    }
+
+    /// Sends pending lookups to the store until none are left (answers may release waiting
+    /// records, which request more).
+    fn flush_lookups(&mut self, ctx: &mut Context<'_>) -> OpResult {
+        while !self.pending.is_empty() {
+            let Some((store, _)) = self.store.as_mut() else {
+                self.pending.clear();
+                return Ok(());
+            };
+            let batch = std::mem::take(&mut self.pending);
+            let keys: Vec<String> = batch.iter().map(|r| r.key.clone()).collect();
+            let values = match store.get_many(&keys) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(
+                        operator = self.op.name(),
+                        "lookup store unavailable, will retry: {e}"
+                    );
+                    self.pending = batch;
+                    self.schedule_flush(ctx, 1_000);
+                    return Ok(());
+                }
+            };
+            for (req, value) in batch.into_iter().zip(values) {
+                self.call(ctx, |op, c| op.on_lookup_result(req.id, value, c))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<'_>, after_ms: i64) {
+        if self.flush_timer_at.is_none() {
+            let at = ctx.now_ms.saturating_add(after_ms);
+            ctx.register_timer(EngineDomain::ProcessingTime, at, FLUSH_TIMER);
+            self.flush_timer_at = Some(at);
+        }
+    }
+
+    /// After a call: flush a full batch now, or make sure a flush timer is set.
+    fn after_call(&mut self, ctx: &mut Context<'_>) -> OpResult {
+        match &self.store {
+            Some((_, cap)) if self.pending.len() >= *cap => self.flush_lookups(ctx),
+            Some(_) if !self.pending.is_empty() => {
+                self.schedule_flush(ctx, FLUSH_AFTER_MS);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<O: WorkloadOperator> Operator for Adapter<O> {
+    fn on_start(&mut self, state: &StateHandle) -> OpResult {
+        self.state = Some(KeyedState::new(state.clone(), STATE_NAME, CACHE_ENTRIES));
+        // No engine context yet: collect what on_start emits (re-issued lookups) and send it
+        // with the first call that has one.
+        let Some(st) = self.state.as_mut() else {
+            return Ok(());
+        };
+        let mut wctx = Ctx {
+            state: st,
+            timers: &mut self.timers,
+            out: &mut self.out,
+            watermark: i64::MIN,
+            processing_time: crate::record::now_ms(),
+        };
+        self.op.on_start(&mut wctx).map_err(operator_error)?;
+        self.pending.append(&mut self.out.lookups);
+        Ok(())
+    }
+
+    fn process(&mut self, input: usize, record: Record, ctx: &mut Context<'_>) -> OpResult {
+        self.ingest_ms = record.ingest_ms;
+        let event = Event::new(record.ts, record.value);
+        self.call(ctx, |op, c| op.process(input, event, c))?;
+        self.after_call(ctx)
+    }
+
+    fn on_watermark(&mut self, ctx: &mut Context<'_>) -> OpResult {
+        self.ingest_ms = ctx.now_ms;
+        self.forward(ctx);
+        self.flush_lookups(ctx)
+    }
+
+    fn on_timer(&mut self, timer: EngineTimer, ctx: &mut Context<'_>) -> OpResult {
+        self.ingest_ms = ctx.now_ms;
+        if timer.key == FLUSH_TIMER {
+            self.flush_timer_at = None;
+            return self.flush_lookups(ctx);
+        }
+        let t = Timer {
+            domain: match timer.domain {
+                EngineDomain::EventTime => TimeDomain::EventTime,
+                EngineDomain::ProcessingTime => TimeDomain::ProcessingTime,
+            },
+            key: timer.key,
+            ts: timer.time,
+        };
+        self.call(ctx, |op, c| op.on_timer(&t, c))?;
+        self.after_call(ctx)
+    }
+
+    fn snapshot(&mut self, _checkpoint_id: u64) -> OpResult {
+        let name = self.op.name().to_string();
+        match self.state.as_mut() {
+            Some(s) => s.flush().map_err(|source| OperatorError::State {
+                operator: name,
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A minimal Redis client: pipelined `GET`s over one connection (RESP2), values parsed as
+/// JSON (a value that is not JSON is returned as a string).
+pub struct Redis {
+    addr: String,
+    db: Option<u32>,
+    conn: Option<(TcpStream, BufReader<TcpStream>)>,
+}
+
+impl Redis {
+    /// A client for `redis://host:port[/db]`; connects on first use.
+    pub fn new(url: &str) -> Self {
+        let rest = url.strip_prefix("redis://").unwrap_or(url);
+        let (addr, db) = match rest.split_once('/') {
+            Some((a, d)) => (a, d.parse().ok()),
+            None => (rest, None),
+        };
+        let addr = if addr.contains(':') {
+            addr.to_string()
+        } else {
+            format!("{addr}:6379")
+        };
+        Redis {
+            addr,
+            db,
+            conn: None,
+        }
+    }
+
+    fn connect(&mut self) -> Result<&mut (TcpStream, BufReader<TcpStream>), String> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(&self.addr)
+                .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
+            let timeout = Some(Duration::from_secs(5));
+            s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+            s.set_write_timeout(timeout).map_err(|e| e.to_string())?;
+            let _ = s.set_nodelay(true);
+            let r = s.try_clone().map_err(|e| e.to_string())?;
+            self.conn = Some((s, BufReader::new(r)));
+            if let Some(db) = self.db.filter(|d| *d != 0) {
+                let reply = self.command(&[b"SELECT", db.to_string().as_bytes()])?;
+                if reply.is_some_and(|r| r != b"OK") {
+                    return Err(format!("selecting db {db} failed"));
+                }
+            }
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| "not connected".to_string())
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn command(&mut self, args: &[&[u8]]) -> Result<Option<Vec<u8>>, String> {
+        let mut buf = Vec::new();
+        encode_command(&mut buf, args);
+        let conn = self.connect()?;
+        conn.0.write_all(&buf).map_err(|e| e.to_string())?;
+        let reply = read_reply(&mut conn.1);
+        if reply.is_err() {
+            self.conn = None;
+        }
+        reply
+    }
+}
+
+fn encode_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
+    buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Reads one RESP reply: simple string, integer or bulk string (`None` for nil).
+fn read_reply(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, String> {
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at(line.len().min(1));
+    match kind {
+        "+" | ":" => Ok(Some(rest.as_bytes().to_vec())),
+        "-" => Err(format!("redis error: {rest}")),
+        "$" => {
+            let n: i64 = rest
+                .parse()
+                .map_err(|_| format!("bad bulk length '{rest}'"))?;
+            if n < 0 {
+                return Ok(None);
+            }
+            let len = usize::try_from(n).map_err(|e| e.to_string())?;
+            let mut data = vec![0u8; len + 2];
+            r.read_exact(&mut data).map_err(|e| e.to_string())?;
+            data.truncate(len);
+            Ok(Some(data))
+        }
+        "" => Err("connection closed".into()),
+        other => Err(format!("unexpected reply type '{other}'")),
+    }
+}
+
+impl LookupStore for Redis {
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Value>>, String> {
+        let mut buf = Vec::new();
+        for k in keys {
+            encode_command(&mut buf, &[b"GET", k.as_bytes()]);
+        }
+        let conn = self.connect()?;
+        let res = (|| {
+            conn.0.write_all(&buf).map_err(|e| e.to_string())?;
+            let mut out = Vec::with_capacity(keys.len());
+            for _ in keys {
+                out.push(read_reply(&mut conn.1)?.map(|bytes| {
+                    let text = String::from_utf8_lossy(&bytes);
+                    Value::from_json(&text).unwrap_or_else(|_| Value::str(&text))
+                }));
+            }
+            Ok(out)
+        })();
+        if res.is_err() {
+            self.conn = None;
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_redis_replies() {
+        let mut r = &b"$5\r\nhello\r\n$-1\r\n+OK\r\n-ERR nope\r\n"[..];
+        assert_eq!(read_reply(&mut r).unwrap(), Some(b"hello".to_vec()));
+        assert_eq!(read_reply(&mut r).unwrap(), None);
+        assert_eq!(read_reply(&mut r).unwrap(), Some(b"OK".to_vec()));
+        assert!(read_reply(&mut r).is_err());
+    }
+
+    #[test]
+    fn parses_redis_urls() {
+        let r = Redis::new("redis://10.0.0.1:6380/2");
+        assert_eq!((r.addr.as_str(), r.db), ("10.0.0.1:6380", Some(2)));
+        let r = Redis::new("redis://cache");
+        assert_eq!((r.addr.as_str(), r.db), ("cache:6379", None));
+    }
+}
