@@ -76,6 +76,8 @@ const COMPILED: &[&str] = &[
     "!e.price",
     "e.flag ? e.price : e.missing",
     "e.price ? 1 : 2",
+    "e.flag && e.price > 1 && e.type == 'bid' && e.n == null",
+    "e.missing || false || e.price > 1 || e.flag",
     // membership, selection, indexing
     "'a' in e.tags",
     "'z' in e.tags",
@@ -245,6 +247,12 @@ fn comprehension_variables_are_in_scope_and_others_are_not() {
 fn invalid_constant_regex_is_a_compile_error() {
     let err = Expr::compile("e.url.matches('(')", &["e"]).unwrap_err();
     assert!(err.message.contains("invalid regex"), "{err}");
+}
+
+#[test]
+fn compiled_expressions_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Expr>();
 }
 
 #[test]
