@@ -37,10 +37,15 @@ struct Field {
 /// One field's merged value so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FieldState {
+    /// The value with the smallest event time so far.
     First(Option<(i64, Value)>),
+    /// The value with the largest event time so far.
     Last(Option<(i64, Value)>),
+    /// The sum so far.
     Sum(Number),
+    /// Contributing records so far.
     Count(u64),
+    /// Values with their event times, in event-time order.
     Collect(Vec<(i64, Value)>),
 }
 
