@@ -56,6 +56,27 @@ pub struct RunConfig {
     /// Path of the alert rules file (read by the alert engine).
     #[arg(long, env = "WEIR_ALERT_RULES")]
     pub alert_rules: Option<PathBuf>,
+    /// How often job health is scraped and alert rules evaluated (e.g. `15s`).
+    #[arg(long, env = "WEIR_SCRAPE_INTERVAL", default_value = "15s")]
+    pub scrape_interval: weir_crds::duration::Dur,
+    /// SMTP server for email channels; email channels are unusable without it.
+    #[arg(long, env = "WEIR_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// SMTP port; defaults by TLS mode (587 starttls, 465 tls, 25 none).
+    #[arg(long, env = "WEIR_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    /// SMTP connection security: `starttls`, `tls` or `none`.
+    #[arg(long, env = "WEIR_SMTP_TLS", default_value = "starttls", value_parser = ["starttls", "tls", "none"])]
+    pub smtp_tls: String,
+    /// Sender address of alert emails, e.g. `Weir <weir@example.com>`.
+    #[arg(long, env = "WEIR_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// `namespace/name` of a Secret with keys `username` and `password` for SMTP AUTH.
+    #[arg(long, env = "WEIR_SMTP_SECRET")]
+    pub smtp_secret: Option<String>,
+    /// Link put into notifications (e.g. a Grafana dashboard).
+    #[arg(long, env = "WEIR_EXTERNAL_URL", default_value = "")]
+    pub external_url: String,
 }
 
 impl RunConfig {
@@ -114,6 +135,30 @@ mod tests {
         assert_eq!(c.admin_port, 8080);
         assert!(c.leader_election);
         assert_eq!(c.lease_name, "weir-operator");
+        assert_eq!(c.scrape_interval.0, std::time::Duration::from_secs(15));
+        assert_eq!(c.smtp_tls, "starttls");
+    }
+
+    #[test]
+    fn alerting_flags() {
+        let c = parse(&[
+            "--scrape-interval",
+            "5s",
+            "--smtp-host",
+            "mail.example.com",
+            "--smtp-tls",
+            "tls",
+            "--smtp-secret",
+            "weir-system/smtp",
+        ]);
+        assert_eq!(c.scrape_interval.0, std::time::Duration::from_secs(5));
+        assert_eq!(c.smtp_host.as_deref(), Some("mail.example.com"));
+        assert_eq!(c.smtp_secret.as_deref(), Some("weir-system/smtp"));
+        let all = ["weir-operator", "run", "--smtp-tls", "ssl"];
+        assert!(
+            Cli::try_parse_from(all).is_err(),
+            "unknown TLS mode is refused"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! Lease so only one replica acts; [`admin`] serves `/metrics`, `/healthz` and `/readyz`.
 
 pub mod admin;
+pub mod alert_secrets;
+pub mod alert_state_store;
 pub mod alerting;
 pub mod apply;
 pub mod build;
@@ -14,11 +16,14 @@ pub mod config;
 pub mod controller;
 pub mod crd_wait;
 pub mod events;
+pub mod health_loop;
+pub mod health_status;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod run;
 pub mod status;
+pub mod subscription_controller;
 pub mod validate;
 
 /// The single field manager used for every server-side apply and the finalizer's owner.

@@ -46,6 +46,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    let alert_metrics = crate::health_loop::AlertMetrics::register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = {
@@ -132,6 +133,19 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         config: config.clone(),
         resource: controller::stream_job_resource(),
     });
+    crate::health_loop::spawn(
+        client.clone(),
+        config.clone(),
+        alert_metrics,
+        identity.clone(),
+        stopped(),
+    );
+    crate::subscription_controller::spawn(
+        client.clone(),
+        config.clone(),
+        identity.clone(),
+        stopped.clone(),
+    );
     let controller_ready = ready.clone();
     let controllers = controller::run(ctx, stopped.clone(), move || {
         controller_ready.store(true, Ordering::SeqCst);

@@ -21,6 +21,11 @@ pub struct DeliveryReport {
     pub error: Option<String>,
     /// What the engine does next with it.
     pub disposition: Disposition,
+    /// The jobs it is about (`(namespace, job)`; more than one only in a digest), so events
+    /// can be put on each StreamJob.
+    pub jobs: Vec<(String, String)>,
+    /// The message's title, e.g. `[WARNING] ads/ctr: ...`.
+    pub title: String,
 }
 
 /// Sends everything due at `now`. `secrets` holds Secret data per namespace (see
@@ -74,7 +79,15 @@ pub async fn deliver_due(
         if let Some(m) = metrics {
             m.record(&d.target.kind, &disposition);
         }
+        let jobs = d
+            .notification
+            .groups
+            .iter()
+            .map(|g| (g.namespace.clone(), g.job.clone()))
+            .collect();
         reports.push(DeliveryReport {
+            jobs,
+            title: d.notification.title(),
             target: d.target,
             attempt: d.attempt,
             error,
@@ -173,6 +186,10 @@ mod tests {
         let reports =
             deliver_due(&mut engine, now, &subs, &secrets, &resolver, Some(&metrics)).await;
         assert_eq!(reports.len(), 2);
+        assert_eq!(
+            reports[0].jobs,
+            vec![("ads".to_string(), "ctr".to_string())]
+        );
         let by_channel = |name: &str| reports.iter().find(|r| r.target.channel == name).cloned();
         let good = by_channel("webhook-0");
         assert_eq!(good.map(|r| r.disposition), Some(Disposition::Delivered));
