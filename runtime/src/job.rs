@@ -327,7 +327,7 @@ impl Coordinator {
                 self.on_admin(req);
             }
             self.poll_in_progress()?;
-            self.maybe_trigger();
+            self.maybe_trigger()?;
             if last_status.elapsed() >= Duration::from_millis(500) {
                 self.update_status();
                 last_status = Instant::now();
@@ -346,31 +346,50 @@ impl Coordinator {
         self.tasks.iter().all(|t| t.finished)
     }
 
-    fn maybe_trigger(&mut self) {
+    fn maybe_trigger(&mut self) -> Result<(), JobError> {
+        if self.cfg.replicas > 1 {
+            return self.maybe_trigger_tick();
+        }
         if self.in_progress.is_some() || self.stopped {
-            return;
+            return Ok(());
         }
         if let Some(is_final) = self.pending_request.take() {
             self.start_checkpoint(is_final);
-            return;
+            return Ok(());
         }
         if self.all_finished() {
             self.start_checkpoint(true);
-            return;
+            return Ok(());
         }
         let spec = &self.cfg.job.spec.checkpoint;
-        if self.last_end.elapsed() < spec.min_pause.0 {
-            return;
-        }
-        let due = if self.cfg.replicas <= 1 {
-            self.last_start.elapsed() >= spec.interval.0
-        } else {
-            let tick = u64::try_from(now_ms()).unwrap_or(0) / interval_ms(&self.cfg);
-            tick > self.last_id
-        };
-        if due {
+        if self.last_end.elapsed() >= spec.min_pause.0
+            && self.last_start.elapsed() >= spec.interval.0
+        {
             self.start_checkpoint(false);
         }
+        Ok(())
+    }
+
+    /// With several pods every pod starts checkpoint `tick` when the wall-clock tick changes,
+    /// so ids agree without coordination. A checkpoint not completed by every pod before the
+    /// next tick is superseded by the next one (its sink output is committed with the next), so
+    /// with several pods a checkpoint must complete within one interval.
+    /// Requests (`POST /checkpoint`, `final`) ride on the next tick's checkpoint; after a final
+    /// one the tasks pause (stop reading input) but keep taking part in checkpoints.
+    fn maybe_trigger_tick(&mut self) -> Result<(), JobError> {
+        let tick = u64::try_from(now_ms()).unwrap_or(0) / interval_ms(&self.cfg);
+        if let Some(p) = &self.in_progress {
+            if tick <= p.id {
+                return Ok(());
+            }
+            let why = format!("superseded by checkpoint {tick}: not every pod completed it");
+            self.abandon_checkpoint(why, false)?;
+        }
+        if tick > self.last_id {
+            let is_final = self.pending_request.take().unwrap_or(false);
+            self.start_checkpoint(is_final);
+        }
+        Ok(())
     }
 
     fn start_checkpoint(&mut self, is_final: bool) {
@@ -452,9 +471,22 @@ impl Coordinator {
     }
 
     fn fail_checkpoint(&mut self, why: String) -> Result<(), JobError> {
+        self.abandon_checkpoint(why, true)
+    }
+
+    /// Drops the in-progress checkpoint; `counts` says whether it is a failure
+    /// (towards `tolerableFailures`) rather than a superseded multi-pod tick.
+    fn abandon_checkpoint(&mut self, why: String, counts: bool) -> Result<(), JobError> {
         let Some(p) = self.in_progress.take() else {
             return Ok(());
         };
+        if !counts {
+            tracing::info!(id = p.id, "checkpoint abandoned: {why}");
+            for reply in self.waiting_replies.drain(..) {
+                self.queued_replies.push(reply);
+            }
+            return Ok(());
+        }
         self.failures += 1;
         self.last_end = Instant::now();
         for t in &self.tasks {
@@ -582,14 +614,22 @@ impl Coordinator {
         self.refresh_checkpoint_list();
         if p.is_final {
             eprintln!("weir: final checkpoint {} completed", p.id);
-            self.stopped = true;
-            lock(&self.status).phase = if self.all_finished() {
+            let finished = self.all_finished();
+            lock(&self.status).phase = if finished {
                 "Finished".into()
             } else {
                 "Stopped".into()
             };
-            for t in &self.tasks {
-                let _ = t.commands.send(TaskCommand::Stop);
+            if self.cfg.replicas > 1 {
+                // other pods may still need this pod for later checkpoints: pause, keep ticking
+                for t in &self.tasks {
+                    let _ = t.commands.send(TaskCommand::Pause);
+                }
+            } else {
+                self.stopped = true;
+                for t in &self.tasks {
+                    let _ = t.commands.send(TaskCommand::Stop);
+                }
             }
         }
     }
@@ -676,7 +716,6 @@ impl Coordinator {
                 // answered when the next checkpoint to start completes
                 self.queued_replies.push(reply);
                 self.pending_request = Some(is_final || self.pending_request.unwrap_or(false));
-                self.maybe_trigger();
             }
         }
     }

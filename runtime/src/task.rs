@@ -84,6 +84,8 @@ pub enum TaskCommand {
     Checkpoint(u64),
     /// Checkpoint `id` completed: commit sinks.
     Commit(u64),
+    /// Stop reading input (after a final checkpoint) but keep handling commands.
+    Pause,
     /// Stop after the current batch.
     Stop,
 }
@@ -184,6 +186,7 @@ pub struct Task {
     finished: bool,
     busy_us: u128,
     idle_us: u128,
+    paused: bool,
 }
 
 impl Task {
@@ -332,6 +335,7 @@ impl Task {
             finished: false,
             busy_us: 0,
             idle_us: 0,
+            paused: false,
         };
         for slot in task.ops.iter_mut() {
             slot.op
@@ -633,6 +637,7 @@ impl Task {
                 }
             },
             TaskCommand::Commit(id) => self.commit(id)?,
+            TaskCommand::Pause => self.paused = true,
             TaskCommand::Stop => return Ok(false),
         }
         Ok(true)
@@ -671,7 +676,7 @@ impl Task {
                     Err(TryRecvError::Disconnected) => return Ok(()),
                 }
             }
-            if self.finished {
+            if self.finished || self.paused {
                 match commands.recv_timeout(Duration::from_millis(200)) {
                     Ok(cmd) => {
                         if !self.handle(cmd, events)? {

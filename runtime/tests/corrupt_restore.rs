@@ -121,8 +121,9 @@ fn refuses_to_start_empty_when_nothing_is_restorable() {
     let args = ["run", "-q", "-f", &p(&f), "--state-dir", &p(&st)];
     run_to_end(&args, &[]);
     let root = job_root(&ck, "cj");
+    // every retained checkpoint loses a file its manifest references
     for id in completed_checkpoints(&root) {
-        std::fs::remove_file(root.join(format!("chk-{id}/_COMPLETED"))).unwrap();
+        std::fs::remove_dir_all(root.join(format!("chk-{id}/task-0/files"))).unwrap();
     }
     let out1 = wait_with_timeout(spawn(&args, &[]), std::time::Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out1.stderr);
@@ -131,7 +132,7 @@ fn refuses_to_start_empty_when_nothing_is_restorable() {
         stderr.contains("refusing to start without state"),
         "{stderr}"
     );
-    assert!(stderr.contains("no _COMPLETED marker"), "{stderr}");
+    assert!(stderr.contains("is missing"), "{stderr}");
     assert!(stderr.contains("allowNonRestoredState"), "{stderr}");
 
     // explicitly allowed: starts empty

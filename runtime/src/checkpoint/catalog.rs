@@ -94,14 +94,20 @@ pub struct RestoreChoice {
 /// Walks from the newest checkpoint back, skipping those without a completion marker
 /// (in progress or failed), those with a known problem, and (with `max_age`) those that
 /// completed more than `max_age` before `now`. With [`RestoreFrom::Id`] only that id is
-/// considered. The caller refuses to start empty when `state_expected` and nothing was chosen.
+/// considered. The caller refuses to start empty when `state_expected` (some checkpoint
+/// completed, even if it is now unusable) and nothing was chosen.
 pub fn choose_restore_point(
     catalog: &Catalog,
     from: &RestoreFrom,
     max_age: Option<Duration>,
     now: DateTime<Utc>,
 ) -> RestoreChoice {
-    let state_expected = !catalog.entries.is_empty();
+    // only a checkpoint that completed (marker written) ever held committed state; directories
+    // without a marker are attempts (possibly a sibling pod's first one) and lose nothing
+    let state_expected = catalog
+        .entries
+        .iter()
+        .any(|e| e.marker.is_some() || e.problem.is_some());
     if *from == RestoreFrom::None {
         return RestoreChoice {
             chosen: None,
@@ -252,6 +258,22 @@ mod tests {
         assert_eq!(c.chosen, None);
         let c = choose_restore_point(&catalog(now), &RestoreFrom::Id(9), None, now);
         assert!(c.skipped[0].1.contains("no such checkpoint"));
+    }
+
+    #[test]
+    fn only_in_progress_checkpoints_expect_no_state() {
+        let now = Utc::now();
+        let cat = Catalog {
+            entries: vec![CatalogEntry {
+                id: 7,
+                marker: None,
+                problem: None,
+            }],
+        };
+        let c = choose_restore_point(&cat, &RestoreFrom::Latest, None, now);
+        assert_eq!(c.chosen, None);
+        assert!(!c.state_expected);
+        assert_eq!(c.skipped.len(), 1);
     }
 
     #[test]
