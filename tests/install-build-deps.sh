@@ -33,4 +33,8 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   log "cargo install s3s-fs (S3-protocol server on a local directory; cached)"
   cargo install -q --locked --root "$WEIR_CACHE/cargo" s3s-fs --features binary
 fi
+if ! command -v tansu >/dev/null 2>&1; then
+  log "cargo install tansu (Kafka-protocol broker for the Kafka tests, memory storage; cached; ~8 min on 2 cores)"
+  nice -n 19 cargo install -q --locked --root "$WEIR_CACHE/cargo" tansu --features dynostore
+fi
 log "build dependencies ready"

@@ -7,7 +7,7 @@
 //! - [`operator`]: the operator trait and filter, map, window, dedup
 //! - [`time`]: watermarks and timers; [`state`]: RocksDB with a write-back cache
 //! - [`checkpoint`]: layout, catalog and restore-point choice (pure), storage I/O
-//! - [`source`], [`sink`]: files, generators, stdout
+//! - [`source`], [`sink`]: files, generators, stdout; [`kafka`]: Kafka source and sink
 //! - [`job`]: the coordinator; [`admin`], [`metrics`], [`status`]: observability
 //! - [`config`]: command-line and environment settings; [`bench`]: throughput benchmark
 
@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generator;
 pub mod job;
+pub mod kafka;
 pub mod metrics;
 pub mod operator;
 pub mod plan;

@@ -153,7 +153,8 @@ fn run_local(
     if replicas == 0 || ordinal >= replicas {
         bail!("--ordinal ({ordinal}) must be below --replicas ({replicas})");
     }
-    let (loaded, plan) = load_and_plan(file)?;
+    let (loaded, mut plan) = load_and_plan(file)?;
+    weir_runtime::kafka::resolve_partitions(&mut plan)?;
     let state_dir = state_dir.unwrap_or_else(|| {
         config::default_local_state_dir(
             &plan.job,
@@ -201,7 +202,8 @@ fn run_local(
 
 fn worker(config_path: &Path) -> anyhow::Result<()> {
     let pod = config::pod_settings(|k| std::env::var(k).ok())?;
-    let (loaded, plan) = load_and_plan(config_path)?;
+    let (loaded, mut plan) = load_and_plan(config_path)?;
+    weir_runtime::kafka::resolve_partitions(&mut plan)?;
     let restore_from = match pod.restore_from.clone() {
         Some(r) => r,
         None => match &loaded.job.spec.restore.from {

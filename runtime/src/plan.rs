@@ -11,7 +11,7 @@ use crate::source::file::partition_files;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use weir_crds::pipeline::{GeneratorSpec, OperatorSpec, Pipeline};
+use weir_crds::pipeline::{GeneratorSpec, KafkaSourceSpec, OperatorSpec, Pipeline};
 use weir_crds::validate::{validate_spec, SpecError};
 use weir_crds::StreamJob;
 
@@ -27,6 +27,9 @@ pub enum SourceKind {
     },
     /// A generator.
     Generator(GeneratorSpec),
+    /// A Kafka topic; its partition count is read from the brokers at start
+    /// ([`crate::kafka::resolve_partitions`]), task `p` reads partition `p`.
+    Kafka(KafkaSourceSpec),
 }
 
 /// A planned source.
@@ -111,18 +114,16 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
             }
         } else if let Some(g) = &s.generator {
             SourceKind::Generator(g.clone())
+        } else if let Some(k) = &s.kafka {
+            SourceKind::Kafka(k.clone())
         } else {
-            if s.kafka.is_some() {
-                errors.push(SpecError {
-                    field: format!("{f}.kafka"),
-                    message: "source kind kafka is not supported by this runtime yet (supported: file, generator)".into(),
-                });
-            }
             continue;
         };
         let partitions = match &kind {
             SourceKind::File { files, .. } => u32::try_from(files.len()).unwrap_or(u32::MAX),
             SourceKind::Generator(g) => g.partitions.max(1),
+            // unknown until the brokers are asked at start
+            SourceKind::Kafka(_) => 0,
         };
         sources.push(SourcePlan {
             name: s.name.clone(),
@@ -134,13 +135,12 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
         });
     }
     for (i, s) in p.sinks.iter().enumerate() {
-        if s.kafka.is_some() {
-            errors.push(SpecError {
-                field: format!("spec.pipeline.sinks[{i}].kafka"),
-                message:
-                    "sink kind kafka is not supported by this runtime yet (supported: file, stdout)"
-                        .into(),
-            });
+        if let Some(key) = s.kafka.as_ref().and_then(|k| k.key.as_ref()) {
+            // compiled again by each sink task; report it here, once, naming the field
+            match operator::compile(&format!("spec.pipeline.sinks[{i}].kafka.key"), key) {
+                Err(e) if !errors.iter().any(|x| x.field == e.field) => errors.push(e),
+                _ => {}
+            }
         }
     }
     let mut operators = vec![];
@@ -245,6 +245,15 @@ impl JobPlan {
                     g.partitions,
                     g.count.map(|c| format!(", count {c}")).unwrap_or_default(),
                     g.rate.map(|r| format!(", {r} ev/s")).unwrap_or_default()
+                ),
+                SourceKind::Kafka(k) => format!(
+                    "kafka topic '{}' at {}, {}",
+                    k.topic,
+                    k.brokers,
+                    match src.partitions {
+                        0 => "partition count read from the brokers at start".to_string(),
+                        n => format!("{n} partition(s)"),
+                    }
                 ),
             };
             let _ = writeln!(s, "  source {}: {what}", src.name);

@@ -262,6 +262,16 @@ impl Task {
                     id,
                     start.next_checkpoint_id,
                 ))
+            } else if let Some(k) = &s.kafka {
+                let info = crate::kafka::sink::SinkTaskInfo {
+                    namespace: plan.namespace.clone(),
+                    job: plan.job.clone(),
+                    task: id,
+                };
+                Box::new(
+                    crate::kafka::sink::KafkaSink::new(&s.name, k, &info)
+                        .map_err(|source| TaskError::Sink { task: id, source })?,
+                )
             } else {
                 Box::new(StdoutSink::new(&s.name))
             };
@@ -283,6 +293,10 @@ impl Task {
                 }
                 SourceKind::Generator(g) => Box::new(
                     GeneratorReader::new(&src.name, g, id, src.partitions)
+                        .map_err(|source| TaskError::Source { task: id, source })?,
+                ),
+                SourceKind::Kafka(k) => Box::new(
+                    crate::kafka::source::KafkaPartitionReader::new(&src.name, k, id)
                         .map_err(|source| TaskError::Source { task: id, source })?,
                 ),
             };

@@ -20,6 +20,15 @@ pub enum SinkError {
         /// The error.
         source: std::io::Error,
     },
+    /// A Kafka sink operation failed (the message starts with `sink '<name>'` and names
+    /// brokers and topic).
+    #[error("{message}")]
+    Kafka {
+        /// Sink name.
+        sink: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// A task's writer for one sink.

@@ -1,0 +1,297 @@
+//! Kafka: a source reading assigned partitions with offsets in checkpoints, a sink that is
+//! transactional (committed on checkpoint completion) or idempotent, and the Java-compatible
+//! partitioner, on librdkafka (`rdkafka`).
+//!
+//! Connection problems at start (unreachable brokers, a missing topic) are retried with
+//! exponential backoff, each attempt logged with the source or sink, the brokers and the
+//! topic; after `weir.startup.timeout.ms` (a Weir property in `properties`, default 120000)
+//! the job fails with that message. Nothing is lost by failing: offsets only move with
+//! checkpoints.
+
+pub mod partitioner;
+pub mod sink;
+pub mod source;
+
+use crate::plan::{JobPlan, SourceKind};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Properties with this prefix configure Weir, not librdkafka.
+pub const WEIR_PROPERTY_PREFIX: &str = "weir.";
+
+/// How long to retry reaching the brokers and the topic at start (ms).
+pub const STARTUP_TIMEOUT_PROPERTY: &str = "weir.startup.timeout.ms";
+
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A Kafka client problem, naming the source or sink, the brokers and the topic.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The topic's metadata could not be read (brokers unreachable, or no such topic).
+    #[error("{owner}: cannot read topic '{topic}' from brokers '{brokers}' (gave up after {attempts} attempt(s) in {waited_s}s; raise {STARTUP_TIMEOUT_PROPERTY} to wait longer): {message}")]
+    Metadata {
+        /// `source 'name'` or `sink 'name'`.
+        owner: String,
+        /// Bootstrap servers.
+        brokers: String,
+        /// Topic.
+        topic: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Seconds spent.
+        waited_s: u64,
+        /// The last error.
+        message: String,
+    },
+    /// A client could not be created (bad property, usually).
+    #[error(
+        "{owner}: creating a Kafka client for brokers '{brokers}', topic '{topic}': {message}"
+    )]
+    Client {
+        /// `source 'name'` or `sink 'name'`.
+        owner: String,
+        /// Bootstrap servers.
+        brokers: String,
+        /// Topic.
+        topic: String,
+        /// What failed.
+        message: String,
+    },
+    /// A Weir property has a bad value.
+    #[error("{owner}: property {property}: {message}")]
+    Property {
+        /// `source 'name'` or `sink 'name'`.
+        owner: String,
+        /// The property.
+        property: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where a client connects, for messages and retries.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// `source 'name'` or `sink 'name'`.
+    pub owner: String,
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic.
+    pub topic: String,
+    /// How long to retry at start.
+    pub startup_timeout: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint; reads the Weir properties out of `properties`.
+    pub fn new(
+        owner: String,
+        brokers: &str,
+        topic: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Self, KafkaError> {
+        let startup_timeout =
+            match properties.get(STARTUP_TIMEOUT_PROPERTY) {
+                None => DEFAULT_STARTUP_TIMEOUT,
+                Some(v) => v.parse::<u64>().map(Duration::from_millis).map_err(|e| {
+                    KafkaError::Property {
+                        owner: owner.clone(),
+                        property: STARTUP_TIMEOUT_PROPERTY.into(),
+                        message: format!("'{v}' is not a number of milliseconds: {e}"),
+                    }
+                })?,
+            };
+        Ok(Endpoint {
+            owner,
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            startup_timeout,
+        })
+    }
+
+    /// A client error naming this endpoint.
+    pub fn client_error(&self, message: impl ToString) -> KafkaError {
+        KafkaError::Client {
+            owner: self.owner.clone(),
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A librdkafka configuration: `bootstrap.servers`, then the user's properties except Weir's.
+pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        if !k.starts_with(WEIR_PROPERTY_PREFIX) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+/// The backoff before retry `attempt` (1-based): 0.5 s doubling up to 10 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1 << attempt.saturating_sub(1).min(5));
+    Duration::from_millis(ms.min(10_000))
+}
+
+/// Retries `f` with [`backoff`] until it succeeds or `endpoint.startup_timeout` passes; every
+/// failure is logged with the endpoint. The error names the endpoint and the last failure.
+pub fn retry_startup<T>(
+    endpoint: &Endpoint,
+    what: &str,
+    mut f: impl FnMut(Duration) -> Result<T, String>,
+) -> Result<T, KafkaError> {
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let left = endpoint.startup_timeout.saturating_sub(started.elapsed());
+        let per_try = left.clamp(Duration::from_millis(500), Duration::from_secs(10));
+        match f(per_try) {
+            Ok(v) => return Ok(v),
+            Err(message) => {
+                let wait = backoff(attempt);
+                if started.elapsed() + wait >= endpoint.startup_timeout {
+                    return Err(KafkaError::Metadata {
+                        owner: endpoint.owner.clone(),
+                        brokers: endpoint.brokers.clone(),
+                        topic: endpoint.topic.clone(),
+                        attempts: attempt,
+                        waited_s: started.elapsed().as_secs(),
+                        message,
+                    });
+                }
+                tracing::warn!(
+                    "{}: {what} failed (brokers '{}', topic '{}', attempt {attempt}), retrying in {}ms: {message}",
+                    endpoint.owner,
+                    endpoint.brokers,
+                    endpoint.topic,
+                    wait.as_millis()
+                );
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Reads the partition count of `endpoint.topic` through `fetch` (a client's
+/// `fetch_metadata`), retrying at start; a missing topic is an error like an unreachable broker.
+pub fn partition_count<F>(endpoint: &Endpoint, mut fetch: F) -> Result<u32, KafkaError>
+where
+    F: FnMut(Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>,
+{
+    retry_startup(endpoint, "reading topic metadata", |timeout| {
+        let md = fetch(timeout).map_err(|e| e.to_string())?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == endpoint.topic)
+            .ok_or_else(|| {
+                format!(
+                    "the brokers returned no metadata for topic '{}'",
+                    endpoint.topic
+                )
+            })?;
+        if let Some(err) = t.error() {
+            return Err(format!(
+                "topic '{}': {:?} (does the topic exist?)",
+                endpoint.topic,
+                rdkafka::error::RDKafkaErrorCode::from(err)
+            ));
+        }
+        match u32::try_from(t.partitions().len()) {
+            Ok(0) | Err(_) => Err(format!(
+                "topic '{}' has no partitions (does the topic exist?)",
+                endpoint.topic
+            )),
+            Ok(n) => Ok(n),
+        }
+    })
+}
+
+/// Resolves the partition count of every Kafka source of `plan` from the brokers (retrying
+/// at start) and sets the task count to the largest source partition count.
+pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
+    for src in plan.sources.iter_mut() {
+        let SourceKind::Kafka(spec) = &src.kind else {
+            continue;
+        };
+        let endpoint = Endpoint::new(
+            format!("source '{}'", src.name),
+            &spec.brokers,
+            &spec.topic,
+            &spec.properties,
+        )?;
+        let consumer: BaseConsumer = client_config(&spec.brokers, &spec.properties)
+            .create()
+            .map_err(|e| endpoint.client_error(e))?;
+        src.partitions = partition_count(&endpoint, |t| {
+            consumer.fetch_metadata(Some(&endpoint.topic), t)
+        })?;
+    }
+    plan.tasks = plan.sources.iter().map(|s| s.partitions).max().unwrap_or(0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_millis(1000));
+        assert_eq!(backoff(5), Duration::from_millis(8000));
+        assert_eq!(backoff(9), Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn weir_properties_are_not_passed_to_librdkafka_and_are_checked() {
+        let props: BTreeMap<String, String> = [
+            (STARTUP_TIMEOUT_PROPERTY.to_string(), "1500".to_string()),
+            ("client.id".to_string(), "x".to_string()),
+        ]
+        .into();
+        let c = client_config("b:1", &props);
+        assert_eq!(c.get("client.id"), Some("x"));
+        assert_eq!(c.get(STARTUP_TIMEOUT_PROPERTY), None);
+        let e = Endpoint::new("sink 'out'".into(), "b:1", "t", &props).unwrap();
+        assert_eq!(e.startup_timeout, Duration::from_millis(1500));
+        let bad: BTreeMap<String, String> =
+            [(STARTUP_TIMEOUT_PROPERTY.to_string(), "soon".to_string())].into();
+        let err = Endpoint::new("sink 'out'".into(), "b:1", "t", &bad).unwrap_err();
+        assert!(err.to_string().contains("weir.startup.timeout.ms"), "{err}");
+    }
+
+    #[test]
+    fn retry_gives_up_with_the_endpoint_in_the_message() {
+        let e = Endpoint {
+            owner: "source 'orders'".into(),
+            brokers: "127.0.0.1:1".into(),
+            topic: "orders".into(),
+            startup_timeout: Duration::from_millis(1200),
+        };
+        let mut calls = 0;
+        let err = retry_startup(&e, "connecting", |_| -> Result<(), String> {
+            calls += 1;
+            Err("all brokers down".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(calls >= 2, "retried: {calls}");
+        for part in [
+            "source 'orders'",
+            "127.0.0.1:1",
+            "'orders'",
+            "all brokers down",
+        ] {
+            assert!(err.contains(part), "{part} missing in: {err}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Kafka sink. Every record's partition is chosen by [`SinkPartitioner`] (keyed: murmur2 like
+//! the Java client; keyless: round-robin over all partitions), so every partition of the topic
+//! gets data whatever the number of sink tasks.
+//!
+//! With `exactlyOnce` (the default) each sink task owns a transactional producer with
+//! `transactional.id = <namespace>-<job>-<sink>-<task>`:
+//! - at start, `init_transactions` fences any older producer with that id and aborts its
+//!   open transaction (output of checkpoints that never completed), then a transaction begins;
+//! - `prepare(c)` flushes: every record of checkpoint `c` is in the open transaction, and
+//!   records written after the barrier are held in memory, not sent;
+//! - `commit(c)` (checkpoint `c` completed) commits the transaction, begins the next one and
+//!   sends the held records into it. If checkpoint `c` fails instead, its records stay in the
+//!   open transaction and are committed with the next completed checkpoint.
+//!
+//! Read-committed consumers therefore see exactly the output of completed checkpoints.
+//! librdkafka cannot resume a prepared transaction from a new producer, so a crash after
+//! checkpoint `c` completed but before `commit(c)` reached the broker loses `c`'s output
+//! (the restart aborts it and resumes after `c`); see runtime/README.md.
+//!
+//! Without `exactlyOnce`: an idempotent producer, flushed at `prepare` (at-least-once).
+
+use super::partitioner::SinkPartitioner;
+use super::{client_config, partition_count, Endpoint};
+use crate::record::Record;
+use crate::sink::{Sink, SinkError};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_crds::pipeline::KafkaSinkSpec;
+use weir_expr::Expr;
+
+/// How long a flush, a transaction commit or `init_transactions` may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Records the first delivery failure so that `prepare` fails instead of losing data.
+#[derive(Clone, Default)]
+pub struct DeliveryErrors(Arc<Mutex<Option<String>>>);
+
+impl DeliveryErrors {
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+impl ClientContext for DeliveryErrors {}
+
+impl ProducerContext for DeliveryErrors {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            if let Ok(mut g) = self.0.lock() {
+                g.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// A record held back between a checkpoint's barrier and its completion.
+struct Held {
+    partition: i32,
+    key: Option<Vec<u8>>,
+    payload: String,
+    ts: i64,
+}
+
+/// What the sink needs to know about the job and its task.
+#[derive(Clone, Debug)]
+pub struct SinkTaskInfo {
+    /// Namespace (or `local`).
+    pub namespace: String,
+    /// Job name.
+    pub job: String,
+    /// Task index.
+    pub task: u32,
+}
+
+/// One task's writer to a Kafka topic.
+pub struct KafkaSink {
+    name: String,
+    endpoint: Endpoint,
+    producer: ThreadedProducer<DeliveryErrors>,
+    errors: DeliveryErrors,
+    partitioner: SinkPartitioner,
+    key: Option<Expr>,
+    transactional: bool,
+    /// `Some(c)`: the open transaction holds checkpoint `c`'s records and waits for `commit(c)`.
+    sealed: Option<u64>,
+    /// A transaction is open.
+    in_txn: bool,
+    held: Vec<Held>,
+    /// Records whose key expression failed (written without a key).
+    key_errors: u64,
+}
+
+/// The transactional id of a sink task: `<namespace>-<job>-<sink>-<task>`.
+pub fn transactional_id(info: &SinkTaskInfo, sink: &str) -> String {
+    format!("{}-{}-{sink}-{}", info.namespace, info.job, info.task)
+}
+
+impl KafkaSink {
+    /// Creates the producer of sink `name` for task `info.task` and reads the topic's
+    /// partition count (retrying at start). Transactions are initialised by `on_restore`.
+    pub fn new(name: &str, spec: &KafkaSinkSpec, info: &SinkTaskInfo) -> Result<Self, SinkError> {
+        let kafka_err = |e: super::KafkaError| SinkError::Kafka {
+            sink: name.to_string(),
+            message: e.to_string(),
+        };
+        let endpoint = Endpoint::new(
+            format!("sink '{name}'"),
+            &spec.brokers,
+            &spec.topic,
+            &spec.properties,
+        )
+        .map_err(kafka_err)?;
+        let key = match &spec.key {
+            Some(src) => Some(Expr::compile(src, &["e"]).map_err(|e| SinkError::Kafka {
+                sink: name.to_string(),
+                message: format!("sink '{name}': key expression '{src}': {e}"),
+            })?),
+            None => None,
+        };
+        let mut config = client_config(&spec.brokers, &spec.properties);
+        config.set("enable.idempotence", "true");
+        if spec.exactly_once {
+            config.set("transactional.id", transactional_id(info, name));
+        }
+        let errors = DeliveryErrors::default();
+        let producer = create_producer(&config, errors.clone())
+            .map_err(|e| kafka_err(endpoint.client_error(e)))?;
+        let partitions = partition_count(&endpoint, |t| {
+            producer.client().fetch_metadata(Some(&endpoint.topic), t)
+        })
+        .map_err(kafka_err)?;
+        Ok(KafkaSink {
+            name: name.to_string(),
+            endpoint,
+            producer,
+            errors,
+            partitioner: SinkPartitioner::new(partitions, info.task),
+            key,
+            transactional: spec.exactly_once,
+            sealed: None,
+            in_txn: false,
+            held: vec![],
+            key_errors: 0,
+        })
+    }
+
+    fn fail(&self, action: &str, e: impl std::fmt::Display) -> SinkError {
+        SinkError::Kafka {
+            sink: self.name.clone(),
+            message: format!(
+                "{}: {action} (topic '{}', brokers '{}'): {e}",
+                self.endpoint.owner, self.endpoint.topic, self.endpoint.brokers
+            ),
+        }
+    }
+
+    /// Enqueues one record, waiting while librdkafka's queue is full.
+    fn send(
+        &self,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: &str,
+        ts: i64,
+    ) -> Result<(), SinkError> {
+        loop {
+            let mut rec: BaseRecord<'_, [u8], str> = BaseRecord::to(&self.endpoint.topic)
+                .partition(partition)
+                .payload(payload)
+                .timestamp(ts);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => self.producer.poll(Duration::from_millis(50)),
+                Err((e, _)) => return Err(self.fail("sending a record", e)),
+            }
+        }
+    }
+
+    fn flush_all(&self, action: &str) -> Result<(), SinkError> {
+        self.producer
+            .flush(TXN_TIMEOUT)
+            .map_err(|e| self.fail(action, e))?;
+        match self.errors.take() {
+            Some(e) => Err(self.fail(&format!("{action}: a record was not delivered"), e)),
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&mut self) -> Result<(), SinkError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| self.fail("beginning a transaction", e))?;
+        self.in_txn = true;
+        Ok(())
+    }
+
+    /// Commits the open transaction, retrying retriable errors.
+    fn commit_txn(&mut self, id: u64) -> Result<(), SinkError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.producer.commit_transaction(TXN_TIMEOUT) {
+                Ok(()) => {
+                    self.in_txn = false;
+                    return Ok(());
+                }
+                Err(rdkafka::error::KafkaError::Transaction(e))
+                    if e.is_retriable() && attempt < 5 =>
+                {
+                    tracing::warn!(sink = %self.name, "committing the transaction of checkpoint {id} (attempt {attempt}): {e}; retrying");
+                    std::thread::sleep(super::backoff(attempt));
+                }
+                Err(e) => {
+                    return Err(
+                        self.fail(&format!("committing the transaction of checkpoint {id}"), e)
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn create_producer(
+    config: &ClientConfig,
+    errors: DeliveryErrors,
+) -> rdkafka::error::KafkaResult<ThreadedProducer<DeliveryErrors>> {
+    config.create_with_context(errors)
+}
+
+impl Sink for KafkaSink {
+    fn on_restore(&mut self, restored: Option<u64>) -> Result<(), SinkError> {
+        if !self.transactional {
+            return Ok(());
+        }
+        // fences the previous incarnation of this task and aborts its open transaction:
+        // its records belong to checkpoints after `restored` and will be produced again
+        let endpoint = self.endpoint.clone();
+        super::retry_startup(&endpoint, "initialising transactions", |t| {
+            self.producer
+                .init_transactions(t.max(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| SinkError::Kafka {
+            sink: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        tracing::info!(sink = %self.name, restored = ?restored, "transactions initialised");
+        self.begin()
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), SinkError> {
+        let key = match &self.key {
+            Some(k) => match k.eval(&[&record.value]) {
+                Ok(v) => Some(v.key_string().into_bytes()),
+                Err(e) => {
+                    // one bad record must not stop the job: write it without a key
+                    self.key_errors += 1;
+                    if self.key_errors <= 5 {
+                        tracing::warn!(sink = %self.name, "key expression failed on {}: {e}; writing the record without a key", record.value.to_json());
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let partition = self.partitioner.partition(key.as_deref());
+        let payload = record.value.to_json();
+        if self.sealed.is_some() {
+            self.held.push(Held {
+                partition,
+                key,
+                payload,
+                ts: record.ts,
+            });
+            return Ok(());
+        }
+        self.send(partition, key.as_deref(), &payload, record.ts)
+    }
+
+    fn prepare(&mut self, id: u64) -> Result<(), SinkError> {
+        if self.transactional {
+            // an earlier checkpoint that never completed: its records join this one
+            for h in std::mem::take(&mut self.held) {
+                self.send(h.partition, h.key.as_deref(), &h.payload, h.ts)?;
+            }
+        }
+        self.flush_all(&format!("flushing for checkpoint {id}"))?;
+        if self.transactional {
+            self.sealed = Some(id);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, id: u64) -> Result<(), SinkError> {
+        let Some(sealed) = self.sealed else {
+            return Ok(());
+        };
+        if id < sealed {
+            return Ok(()); // committed together with `sealed`
+        }
+        if self.in_txn {
+            self.commit_txn(id)?;
+        }
+        self.sealed = None;
+        self.begin()?;
+        for h in std::mem::take(&mut self.held) {
+            self.send(h.partition, h.key.as_deref(), &h.payload, h.ts)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        if self.transactional && self.in_txn {
+            // records after the last completed checkpoint: they will be produced again
+            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+        } else if !self.transactional {
+            let _ = self.producer.flush(Duration::from_secs(5));
+        }
+    }
+}
