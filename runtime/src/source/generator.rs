@@ -1,15 +1,15 @@
 //! The generator source: wraps a deterministic generator partition with the spec's rate limit
 //! (`rate` events/s over all partitions, split evenly).
 
-use super::placeholder_generator::PlaceholderGenerator;
 use super::{PartitionReader, ReadStatus, SourceError};
+use crate::generator::Generator;
 use std::time::Instant;
 use weir_crds::pipeline::GeneratorSpec;
 use weir_expr::Value;
 
 /// A rate-limited generator partition.
 pub struct GeneratorReader {
-    generator: PlaceholderGenerator,
+    generator: Generator,
     rate_per_partition: Option<f64>,
     started: Instant,
     emitted_since_start: u64,
@@ -23,11 +23,9 @@ impl GeneratorReader {
         partition: u32,
         partitions: u32,
     ) -> Result<Self, SourceError> {
-        let generator = PlaceholderGenerator::new(spec, partition, partitions).map_err(|m| {
-            SourceError::Generator {
-                source_name: source_name.to_string(),
-                message: m,
-            }
+        let generator = Generator::new(spec, partition).map_err(|e| SourceError::Generator {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
         })?;
         Ok(GeneratorReader {
             generator,
@@ -54,7 +52,7 @@ impl PartitionReader for GeneratorReader {
         }
         let mut n = 0;
         while n < budget {
-            match self.generator.next_event() {
+            match self.generator.next() {
                 Some((ts, v)) => {
                     out.push((Some(ts), v));
                     n += 1;

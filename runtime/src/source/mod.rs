@@ -2,7 +2,6 @@
 
 pub mod file;
 pub mod generator;
-pub mod placeholder_generator;
 
 use weir_expr::Value;
 
@@ -18,15 +17,6 @@ pub enum SourceError {
         partition: u32,
         /// The file.
         path: String,
-        /// What failed.
-        message: String,
-    },
-    /// A Kafka source could not be created or read (the message starts with
-    /// `source '<name>'` and names brokers and topic).
-    #[error("{message}")]
-    Kafka {
-        /// Source name.
-        source_name: String,
         /// What failed.
         message: String,
     },
