@@ -216,7 +216,8 @@ where
         + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::background()).await {
+    // Foreground: the object stays (with a deletionTimestamp) until its pods are gone.
+    match api.delete(name, &DeleteParams::foreground()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(source) => Err(ApplyError::DeleteChild {
@@ -226,6 +227,31 @@ where
             source,
         }),
     }
+}
+
+/// How many of the job's objects are left: the StatefulSet (0 or 1) plus its pods.
+pub async fn remaining_children(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+) -> Result<usize, ApplyError> {
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .get_opt(job)
+        .await
+        .map_err(|source| ApplyError::ReadStatefulSet {
+            namespace: namespace.to_string(),
+            name: job.to_string(),
+            source,
+        })?;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={job}")))
+        .await
+        .map_err(|source| ApplyError::ListPods {
+            namespace: namespace.to_string(),
+            name: job.to_string(),
+            source,
+        })?;
+    Ok(usize::from(sts.is_some()) + pods.items.len())
 }
 
 /// Deletes the job's children (their pods are garbage-collected with the StatefulSet).

@@ -70,6 +70,18 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// The job's StatefulSet or pods were still there after waiting; cleanup is retried.
+    #[error("{remaining} children of StreamJob {namespace}/{name} still exist after {waited:?}")]
+    ChildrenRemain {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// StatefulSet plus pods left.
+        remaining: usize,
+        /// How long cleanup waited.
+        waited: Duration,
+    },
     /// Adding or removing the finalizer failed, or the wrapped reconcile failed.
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
@@ -84,6 +96,7 @@ impl Error {
             Error::Build(_) => "BuildChildren",
             Error::Apply(e) => e.reason(),
             Error::PatchStatus { .. } => "PatchStatus",
+            Error::ChildrenRemain { .. } => "ChildrenRemain",
             Error::Finalizer(f) => match f.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.reason(),
                 F::AddFinalizer(_) => "AddFinalizer",
@@ -315,16 +328,36 @@ async fn deploy(
     })
 }
 
-/// Deletion: remove the children (and with them the pods) before the finalizer goes.
+/// How long cleanup waits for the pods to terminate before it is retried.
+const CLEANUP_WAIT: Duration = Duration::from_secs(60);
+
+/// Deletion: remove the children and wait until the StatefulSet and its pods are gone, then
+/// let the finalizer go.
 async fn cleanup_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let namespace = obj.namespace().unwrap_or_default();
     apply::delete_children(&ctx.client, &namespace, &name).await?;
+    let start = std::time::Instant::now();
+    loop {
+        let remaining = apply::remaining_children(&ctx.client, &namespace, &name).await?;
+        if remaining == 0 {
+            break;
+        }
+        if start.elapsed() >= CLEANUP_WAIT {
+            return Err(Error::ChildrenRemain {
+                namespace,
+                name,
+                remaining,
+                waited: start.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     events::normal(
         &ctx.recorder,
         &obj.object_ref(&ctx.resource),
         "Deleted",
-        "deleted the job's StatefulSet, Service and ConfigMap".to_string(),
+        "deleted the job's StatefulSet (and its pods), Service and ConfigMap".to_string(),
     )
     .await;
     ctx.metrics
