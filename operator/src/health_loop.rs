@@ -365,7 +365,8 @@ impl HealthLoop {
             None => vec![],
         };
         let phase = listed.job.status.as_ref().and_then(|s| s.phase);
-        match &health {
+        // No series from a job none of whose tasks reported: absent, not zero.
+        match health.as_ref().filter(|h| h.tasks_reporting > 0) {
             Some(h) => self.metrics.jobs.set(
                 &ns,
                 &name,
