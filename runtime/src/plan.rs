@@ -227,11 +227,19 @@ impl JobPlan {
     /// A human-readable description of the plan.
     pub fn describe(&self, ordinal: u32, replicas: u32) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "job {}/{}: {} task(s)",
-            self.namespace, self.job, self.tasks
-        );
+        // Kafka partition counts are only known once the brokers are asked (at start)
+        let unresolved = self.sources.iter().any(|s| s.partitions == 0);
+        let tasks = match (unresolved, self.tasks) {
+            (false, n) => format!("{n} task(s)"),
+            (true, 0) => {
+                "one task per Kafka partition (partition counts are read from the brokers at start)"
+                    .to_string()
+            }
+            (true, n) => format!(
+                "at least {n} task(s) (Kafka partition counts are read from the brokers at start)"
+            ),
+        };
+        let _ = writeln!(s, "job {}/{}: {tasks}", self.namespace, self.job);
         for src in &self.sources {
             let what = match &src.kind {
                 SourceKind::File { files, follow } => format!(
@@ -273,11 +281,18 @@ impl JobPlan {
             let _ = writeln!(s, "  sink {} [{kind}] <- {}", k.name, k.input);
         }
         let mine = self.tasks_for(ordinal, replicas);
-        let _ = writeln!(
-            s,
-            "  pod {ordinal} of {replicas} runs task(s) {:?} (task p runs partition p of every source; pod i runs p % {replicas} == i)",
-            mine
-        );
+        let _ = if unresolved {
+            writeln!(
+                s,
+                "  pod {ordinal} of {replicas} runs the tasks p with p % {replicas} == {ordinal} (task p runs partition p of every source)"
+            )
+        } else {
+            writeln!(
+                s,
+                "  pod {ordinal} of {replicas} runs task(s) {:?} (task p runs partition p of every source; pod i runs p % {replicas} == i)",
+                mine
+            )
+        };
         s
     }
 }

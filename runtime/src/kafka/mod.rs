@@ -152,7 +152,10 @@ pub fn retry_startup<T>(
     loop {
         attempt += 1;
         let left = endpoint.startup_timeout.saturating_sub(started.elapsed());
-        let per_try = left.clamp(Duration::from_millis(500), Duration::from_secs(10));
+        // several attempts fit in the budget, each logged
+        let per_try = (endpoint.startup_timeout / 4)
+            .clamp(Duration::from_millis(500), Duration::from_secs(10))
+            .min(left.max(Duration::from_millis(500)));
         match f(per_try) {
             Ok(v) => return Ok(v),
             Err(message) => {

@@ -20,6 +20,15 @@ pub enum SourceError {
         /// What failed.
         message: String,
     },
+    /// A Kafka source could not be created or read (the message starts with
+    /// `source '<name>'` and names brokers and topic).
+    #[error("{message}")]
+    Kafka {
+        /// Source name.
+        source_name: String,
+        /// What failed.
+        message: String,
+    },
     /// The generator could not be created.
     #[error("source '{source_name}': {message}")]
     Generator {
