@@ -196,28 +196,43 @@ fn previous_status(obj: &DynamicObject) -> StreamJobStatus {
         .unwrap_or_default()
 }
 
+/// Whether a status patch was written, or lost a race with another writer of the status.
+#[derive(Debug, PartialEq, Eq)]
+enum Patched {
+    Written,
+    Conflict,
+}
+
+/// Merge-patches the fields this controller owns, guarded by the object's resourceVersion:
+/// `conditions` is replaced as a whole, so a concurrent writer (the health loop adds its own
+/// conditions) must not be overwritten with a stale list. A conflict is retried shortly.
 async fn patch_status(
     obj: &DynamicObject,
     ctx: &Context,
     status: &StreamJobStatus,
-) -> Result<(), Error> {
+) -> Result<Patched, Error> {
     let name = obj.name_any();
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.resource);
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(status::merge_patch(status)),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::PatchStatus {
-        namespace,
-        name,
-        source,
-    })
+    let mut patch = status::merge_patch(status);
+    patch["metadata"] = serde_json::json!({ "resourceVersion": obj.resource_version() });
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(Patched::Written),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Patched::Conflict),
+        Err(source) => Err(Error::PatchStatus {
+            namespace,
+            name,
+            source,
+        }),
+    }
 }
+
+/// Requeue soon after losing a status race (the watch usually brings the new version first).
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 
 async fn apply_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let regarding = obj.object_ref(&ctx.resource);
@@ -263,8 +278,8 @@ async fn reject(
     );
     ctx.metrics
         .set_job_phase(&format!("{namespace}/{name}"), next.phase);
-    if next != *previous {
-        patch_status(obj, ctx, &next).await?;
+    if next != *previous && patch_status(obj, ctx, &next).await? == Patched::Conflict {
+        return Ok(Action::requeue(CONFLICT_RETRY));
     }
     tracing::info!(job = %format!("{namespace}/{name}"), error = %message, "spec invalid; children left untouched");
     Ok(Action::await_change())
@@ -319,8 +334,8 @@ async fn deploy(
     }
     ctx.metrics
         .set_job_phase(&format!("{}/{}", id.namespace, id.name), next.phase);
-    if next != *previous {
-        patch_status(obj, ctx, &next).await?;
+    if next != *previous && patch_status(obj, ctx, &next).await? == Patched::Conflict {
+        return Ok(Action::requeue(CONFLICT_RETRY));
     }
     Ok(match next.phase {
         Some(Phase::Running) | Some(Phase::Suspended) => Action::requeue(Duration::from_secs(300)),
