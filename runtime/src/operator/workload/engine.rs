@@ -19,7 +19,7 @@ use crate::state::{KeyedState, StateError, StateHandle};
 use crate::time::{TimeDomain as EngineDomain, Timer as EngineTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use weir_crds::pipeline::{OperatorKind, OperatorSpec, TimeDomain};
