@@ -34,7 +34,7 @@ kind: StreamJob
 metadata: {{name: kin}}
 spec:
   image: weir-runtime:dev
-  checkpoint: {{interval: 200ms, retain: 3, storage: "file://{ckpt}"}}
+  checkpoint: {{interval: 200ms, retain: 10, storage: "file://{ckpt}"}}
   pipeline:
     sources:
       - name: in

@@ -54,9 +54,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A tansu broker with memory storage; killed on drop.
+/// A tansu broker with memory storage; killed on drop. With `WEIR_TEST_KAFKA=mock` the
+/// tests run against librdkafka's in-process mock cluster instead (no install needed; it
+/// ignores `isolation.level` and does not implement transaction markers).
 pub struct Tansu {
-    child: Child,
+    child: Option<Child>,
+    mock: Option<rdkafka::mocking::MockCluster<'static, DefaultProducerContext>>,
     /// `127.0.0.1:PORT`.
     pub brokers: String,
     log: PathBuf,
@@ -66,6 +69,16 @@ pub struct Tansu {
 impl Tansu {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> Tansu {
+        if std::env::var("WEIR_TEST_KAFKA").as_deref() == Ok("mock") {
+            let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+            return Tansu {
+                child: None,
+                brokers: mock.bootstrap_servers(),
+                mock: Some(mock),
+                log: PathBuf::new(),
+                _dir: tempfile::tempdir().unwrap(),
+            };
+        }
         let bin = tansu_bin();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -86,14 +99,15 @@ impl Tansu {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}; {INSTALL}", bin.display()));
         let mut t = Tansu {
-            child,
+            child: Some(child),
+            mock: None,
             brokers: format!("127.0.0.1:{port}"),
             log,
             _dir: dir,
         };
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = t.child.try_wait().unwrap() {
+            if let Some(status) = t.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!("tansu exited ({status}): {}", t.log_text());
             }
             assert!(
@@ -113,14 +127,24 @@ impl Tansu {
 
     /// Creates `topic` with `partitions` partitions.
     pub fn create_topic(&self, topic: &str, partitions: i32) {
-        create_topic(&self.brokers, topic, partitions);
+        match &self.mock {
+            Some(m) => m.create_topic(topic, partitions, 1).unwrap(),
+            None => create_topic(&self.brokers, topic, partitions),
+        }
+    }
+
+    /// Whether this is the mock cluster rather than tansu.
+    pub fn is_mock(&self) -> bool {
+        self.mock.is_some()
     }
 }
 
 impl Drop for Tansu {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
