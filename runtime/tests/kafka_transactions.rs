@@ -24,7 +24,7 @@ use weir_runtime::sink::Sink;
 
 #[test]
 fn tansu_accepts_init_transactions_but_rejects_end_txn() {
-    let broker = Tansu::start();
+    let broker = Tansu::start_tansu();
     broker.create_topic("txn", 1);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &broker.brokers)

@@ -69,16 +69,21 @@ pub struct Tansu {
 impl Tansu {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> Tansu {
-        if std::env::var("WEIR_TEST_KAFKA").as_deref() == Ok("mock") {
-            let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-            return Tansu {
-                child: None,
-                brokers: mock.bootstrap_servers(),
-                mock: Some(mock),
-                log: PathBuf::new(),
-                _dir: tempfile::tempdir().unwrap(),
-            };
+        if std::env::var("WEIR_TEST_KAFKA").as_deref() != Ok("mock") {
+            return Tansu::start_tansu();
         }
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        Tansu {
+            child: None,
+            brokers: mock.bootstrap_servers(),
+            mock: Some(mock),
+            log: PathBuf::new(),
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts tansu whatever `WEIR_TEST_KAFKA` says.
+    pub fn start_tansu() -> Tansu {
         let bin = tansu_bin();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -131,11 +136,6 @@ impl Tansu {
             Some(m) => m.create_topic(topic, partitions, 1).unwrap(),
             None => create_topic(&self.brokers, topic, partitions),
         }
-    }
-
-    /// Whether this is the mock cluster rather than tansu.
-    pub fn is_mock(&self) -> bool {
-        self.mock.is_some()
     }
 }
 
