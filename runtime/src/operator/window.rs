@@ -398,3 +398,153 @@ impl Operator for Window {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{operator_cf, StateStore};
+    use crate::time::TimerService;
+
+    struct Harness {
+        op: Window,
+        timers: TimerService,
+        out: Vec<(usize, Record)>,
+        dead: u64,
+        wm: i64,
+        _dir: tempfile::TempDir,
+    }
+
+    const SIDES: &[&str] = &["late", "deadLetter"];
+
+    impl Harness {
+        fn new(yaml: &str) -> Harness {
+            let spec: WindowSpec = serde_yaml::from_str(yaml).unwrap();
+            let mut op = Window::new("w", "w", &spec).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let cf = operator_cf("w");
+            let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+            op.on_start(&store.handle(&cf)).unwrap();
+            Harness {
+                op,
+                timers: TimerService::default(),
+                out: vec![],
+                dead: 0,
+                wm: i64::MIN,
+                _dir: dir,
+            }
+        }
+
+        fn record(&mut self, ts: i64, json: &str) {
+            let rec = Record::new(ts, Value::from_json(json).unwrap(), 0);
+            let mut ctx = Context::new(
+                self.wm,
+                0,
+                SIDES,
+                &mut self.out,
+                &mut self.timers,
+                &mut self.dead,
+            );
+            self.op.process(0, rec, &mut ctx).unwrap();
+        }
+
+        fn watermark(&mut self, wm: i64) {
+            self.wm = wm;
+            while let Some(t) = self.timers.pop_due(TimeDomain::EventTime, wm) {
+                let mut ctx = Context::new(
+                    wm,
+                    0,
+                    SIDES,
+                    &mut self.out,
+                    &mut self.timers,
+                    &mut self.dead,
+                );
+                self.op.on_timer(t, &mut ctx).unwrap();
+            }
+        }
+
+        fn take(&mut self) -> Vec<(usize, String)> {
+            self.out
+                .drain(..)
+                .map(|(p, r)| (p, r.value.to_json()))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn tumbling_fires_at_end_refires_on_allowed_late_and_sends_late_to_side_output() {
+        let mut h = Harness::new(
+            "{type: tumbling, size: 1s, allowedLateness: 500ms, key: e.k, aggregates: [{name: n, op: count}, {name: s, op: sum, of: e.v}]}",
+        );
+        h.record(100, r#"{"k":"a","v":1}"#);
+        h.record(900, r#"{"k":"a","v":2}"#);
+        h.record(1100, r#"{"k":"a","v":5}"#);
+        h.watermark(998);
+        assert!(
+            h.take().is_empty(),
+            "not before the window's last millisecond"
+        );
+        h.watermark(999);
+        assert_eq!(
+            h.take(),
+            vec![(
+                0,
+                r#"{"key":"a","windowStart":0,"windowEnd":1000,"n":2,"s":3}"#.to_string()
+            )]
+        );
+        // late but within allowed lateness: updated result right away
+        h.watermark(1200);
+        h.record(950, r#"{"k":"a","v":10}"#);
+        assert_eq!(
+            h.take(),
+            vec![(
+                0,
+                r#"{"key":"a","windowStart":0,"windowEnd":1000,"n":3,"s":13}"#.to_string()
+            )]
+        );
+        // past end + lateness: state gone, record goes to the late side output
+        h.watermark(1499);
+        h.take();
+        h.record(10, r#"{"k":"a","v":1}"#);
+        let out = h.take();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 1, "port 1 is the late side output");
+        // a bad aggregate input is a dead letter, not a crash
+        h.record(1500, r#"{"k":"a","v":"x"}"#);
+        assert_eq!(h.dead, 1);
+        assert_eq!(h.take()[0].0, 2);
+    }
+
+    #[test]
+    fn sliding_and_session_windows() {
+        let mut h = Harness::new(
+            "{type: sliding, size: 2s, slide: 1s, aggregates: [{name: n, op: count}]}",
+        );
+        h.record(1500, "{}");
+        h.watermark(i64::MAX);
+        let got: Vec<String> = h.take().into_iter().map(|(_, j)| j).collect();
+        assert_eq!(
+            got,
+            vec![
+                r#"{"windowStart":0,"windowEnd":2000,"n":1}"#,
+                r#"{"windowStart":1000,"windowEnd":3000,"n":1}"#
+            ]
+        );
+
+        let mut h = Harness::new(
+            "{type: session, gap: 1s, key: e.u, aggregates: [{name: n, op: count}, {name: xs, op: collect, of: e.x}]}",
+        );
+        h.record(0, r#"{"u":"a","x":1}"#);
+        h.record(1600, r#"{"u":"a","x":3}"#);
+        h.record(800, r#"{"u":"a","x":2}"#); // [800, 1800) bridges [0, 1000) and [1600, 2600)
+        h.record(9000, r#"{"u":"a","x":4}"#);
+        h.watermark(i64::MAX);
+        let got: Vec<String> = h.take().into_iter().map(|(_, j)| j).collect();
+        assert_eq!(
+            got,
+            vec![
+                r#"{"key":"a","windowStart":0,"windowEnd":2600,"n":3,"xs":[1,2,3]}"#,
+                r#"{"key":"a","windowStart":9000,"windowEnd":10000,"n":1,"xs":[4]}"#
+            ]
+        );
+    }
+}
