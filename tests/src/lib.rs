@@ -223,7 +223,7 @@ pub async fn wait_operator_ready(client: &Client, namespace: &str, release: &str
     let name = format!("{release}-operator");
     wait_for(
         &format!("operator Deployment {namespace}/{name} ready"),
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || async {
             let d = deployments
                 .get_opt(&name)
