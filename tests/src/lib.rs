@@ -249,10 +249,31 @@ pub async fn wait_operator_ready(client: &Client, namespace: &str, release: &str
 
 static SHARED_OPERATOR: OnceCell<()> = OnceCell::const_new();
 
-/// The operator shared by the lifecycle suites (release `weir-e2e`, watching all namespaces).
+/// The namespaces the shared operator watches: `weir-e2e-<suffix>` for these suffixes. It does
+/// not watch all namespaces, so it never acts on jobs of suites that install their own release.
+pub const SHARED_SUFFIXES: &[&str] = &[
+    "deploy",
+    "running",
+    "upgrade",
+    "rescale",
+    "suspend",
+    "restart",
+    "delete",
+    "invalid",
+    "malformed",
+    "kill",
+];
+
+/// The operator shared by the lifecycle suites (release `weir-e2e`, watching the namespaces of
+/// [`SHARED_SUFFIXES`]).
 pub async fn shared_operator(client: &Client) -> Result<()> {
     SHARED_OPERATOR
         .get_or_try_init(|| async {
+            let namespaces: Vec<String> = SHARED_SUFFIXES
+                .iter()
+                .map(|s| format!("weir-e2e-{s}"))
+                .collect();
+            let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
             install(
                 client,
                 &Release {
@@ -260,7 +281,7 @@ pub async fn shared_operator(client: &Client) -> Result<()> {
                     namespace: OPERATOR_NAMESPACE,
                     admin_port: OPERATOR_ADMIN_PORT,
                     lease_name: "weir-e2e-leader",
-                    watch_namespaces: &[],
+                    watch_namespaces: &namespaces,
                 },
             )
             .await
@@ -277,6 +298,7 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     /// Creates `weir-e2e-<suffix>` afresh and waits for its default ServiceAccount token.
+    /// Suites using [`shared_operator`] must use a suffix from [`SHARED_SUFFIXES`].
     pub async fn create(client: &Client, suffix: &str) -> Result<Self> {
         let name = format!("weir-e2e-{suffix}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
