@@ -49,9 +49,13 @@ cleanup() { if [[ $cluster_started == 1 && "${WEIR_KEEP_CLUSTER:-}" != 1 ]]; the
 trap cleanup EXIT
 source tests/cluster/env.sh
 
-step "images"
-bash tests/cluster/image.sh weir-operator 0.1.0 "$CARGO_TARGET_DIR/debug/weir-operator"
-bash tests/cluster/image.sh weir-runtime 0.1.0 "$CARGO_TARGET_DIR/debug/weir-runtime"
+step "binaries for the images (stripped debug builds; the suites build and import the images)"
+mkdir -p "$WEIR_CACHE/image-bin"
+for b in weir-operator weir-runtime; do
+  strip -o "$WEIR_CACHE/image-bin/$b" "$CARGO_TARGET_DIR/debug/$b"
+done
+export WEIR_E2E_OPERATOR_BIN="$WEIR_CACHE/image-bin/weir-operator"
+export WEIR_E2E_RUNTIME_BIN="$WEIR_CACHE/image-bin/weir-runtime"
 
 step "end-to-end suites"
 WEIR_E2E=1 cargo nextest run --locked -p weir-e2e --no-fail-fast --test-threads 1

@@ -170,7 +170,9 @@ pub async fn images() -> Result<String> {
                 .unwrap_or_else(|_| root.join("target/release/weir-operator"));
             let tag = binary_tag(&operator)?;
             build_image("weir-operator", &tag, &operator)?;
-            let runtime = root.join("target/release/weir-runtime");
+            let runtime = std::env::var("WEIR_E2E_RUNTIME_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| root.join("target/release/weir-runtime"));
             if runtime.exists() && std::env::var("WEIR_E2E_RUNTIME_IMAGE").is_err() {
                 build_image("weir-runtime", "0.1.0", &runtime)?;
             }
