@@ -65,7 +65,7 @@ fn run(spec: &OperatorSpec, events: impl Iterator<Item = (usize, Record)>) -> Ou
             }
         }
         n += 1;
-        if n % 1_000 == 0 {
+        if n.is_multiple_of(1_000) {
             wm = wm.max(ts - 2_000);
             fire(op.as_mut(), wm, side, &mut timers, &mut out, &mut dead);
         }
@@ -167,7 +167,7 @@ fn main() {
     let o = run(
         &pattern,
         (0..events).map(|i| {
-            let input = usize::from(mix(i) % 10 == 0);
+            let input = usize::from(mix(i).is_multiple_of(10));
             rec(
                 T0 + (i as i64) * 10,
                 vec![("requestId", Value::Int((i / 4) as i64))],

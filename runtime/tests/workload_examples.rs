@@ -3,6 +3,8 @@
 //! that is killed with SIGKILL and restarted commits exactly the output of an uninterrupted
 //! run. Only checkpoint and output locations (and the generator's rate, so that there is time
 //! to kill it) are changed from the examples as shipped.
+// Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -24,7 +24,7 @@ pub enum Number {
 
 impl Number {
     /// `self + v`, or an error if `v` is not a number.
-    pub fn add(self, v: &Value) -> Result<Number, String> {
+    pub fn plus(self, v: &Value) -> Result<Number, String> {
         let bad = || format!("cannot add {} (not a number)", v.to_json());
         Ok(match (self, v) {
             (Number::Int(a), Value::Int(b)) => match a.checked_add(*b) {
@@ -162,7 +162,7 @@ impl Aggregates {
             }
             match st {
                 AggState::Count(_) => {}
-                AggState::Sum(s) => *s = s.add(&v)?,
+                AggState::Sum(s) => *s = s.plus(&v)?,
                 AggState::Min(m) => match m {
                     Some(cur) if compare(&v, cur)? != Ordering::Less => {}
                     _ => *m = Some(v),

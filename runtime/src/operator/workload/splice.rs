@@ -182,7 +182,7 @@ fn merge(st: &mut FieldState, ts: i64, v: Value) {
             }
         }
         FieldState::Sum(n) => {
-            if let Ok(sum) = n.add(&v) {
+            if let Ok(sum) = n.plus(&v) {
                 *n = sum;
             }
         }
