@@ -31,7 +31,7 @@ fi
 export PATH="$WEIR_CACHE/cargo/bin:$PATH"
 if ! command -v s3s-fs >/dev/null 2>&1; then
   log "cargo install s3s-fs (S3-protocol server on a local directory; cached)"
-  cargo install -q --locked --root "$WEIR_CACHE/cargo" s3s-fs --features binary
+  cargo install -q --locked --root "$WEIR_CACHE/cargo" s3s-fs@0.14.1 --features binary  # 0.17 needs rustc 1.96
 fi
 if ! command -v tansu >/dev/null 2>&1; then
   log "cargo install tansu (Kafka-protocol broker for the Kafka tests, memory storage; cached; ~8 min on 2 cores)"
