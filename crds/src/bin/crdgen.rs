@@ -8,7 +8,11 @@ use weir_crds::{AlertSubscription, StreamJob};
 
 fn main() -> std::process::ExitCode {
     let check = std::env::args().any(|a| a == "--check");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // `cargo run` sets CARGO_MANIFEST_DIR for the process too; prefer it over the
+    // compile-time value, which is stale when a build is reused from another checkout.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let root = PathBuf::from(manifest_dir).join("..");
     let docs = [
         ("streamjob.yaml", render(&StreamJob::crd())),
         ("alertsubscription.yaml", render(&AlertSubscription::crd())),
