@@ -1,0 +1,18 @@
+-- Nexmark q8: monitor new users, people who created an auction in the same 10 s tumbling
+-- window as they registered.
+CREATE TABLE results (id BIGINT, name STRING, starttime TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'json');
+
+INSERT INTO results
+SELECT P.id, P.name, P.starttime
+FROM (
+  SELECT id, name, window_start AS starttime, window_end AS endtime
+  FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+  GROUP BY id, name, window_start, window_end
+) P
+JOIN (
+  SELECT seller, window_start AS starttime, window_end AS endtime
+  FROM TABLE(TUMBLE(TABLE auction, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+  GROUP BY seller, window_start, window_end
+) A
+ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime;
