@@ -612,9 +612,19 @@ pub struct RepartitionSpec {
     /// Topic; unset means `<job>-<operator>-repartition`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
-    /// Partition count of the repartition topic.
+    /// Partition count of the repartition topic when Weir creates it (it is created at start
+    /// if missing); unset means the job's task count (the largest source partition count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<u32>,
+    /// Write the topic in Kafka transactions committed on checkpoint completion, so the next
+    /// stage reads only completed checkpoints' records (needs a broker with transactions).
+    /// Either way every record carries its writer and sequence number and the reading stage
+    /// drops replays, so a restore never doubles a record. Default true.
+    #[serde(default = "default_true")]
+    pub exactly_once: bool,
+    /// Extra librdkafka properties for the topic's producer and consumer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
 }
 
 // ---------------------------------------------------------------- sinks

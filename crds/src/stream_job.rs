@@ -418,6 +418,13 @@ pub struct RestoreRecord {
     /// The revision rolled out with this restore point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Whether the pods reported restoring from this checkpoint (false until they are ready).
+    #[serde(default)]
+    pub confirmed: bool,
+    /// What else happened: a failed final checkpoint, a walk-back past a corrupt checkpoint,
+    /// or a start without state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Alert severity, ordered info < warning < critical.

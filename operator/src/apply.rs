@@ -15,6 +15,16 @@ use std::fmt::Debug;
 /// A failed write or read of a child object.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// Reading the checkpoint-storage credentials Secret failed.
+    #[error("reading Secret {namespace}/{name} (spec.checkpoint.credentialsSecret) failed")]
+    ReadSecret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Server-side apply of the ConfigMap failed.
     #[error("applying ConfigMap {namespace}/{name} failed")]
     ApplyConfigMap {
@@ -100,6 +110,7 @@ impl ApplyError {
             ApplyError::ListPods { .. } => "ListPods",
             ApplyError::DeletePod { .. } => "DeletePod",
             ApplyError::DeleteChild { .. } => "DeleteChild",
+            ApplyError::ReadSecret { .. } => "ReadSecret",
         }
     }
 }
@@ -177,16 +188,12 @@ pub async fn restart_outdated_pods(
     desired: &BTreeMap<String, String>,
 ) -> Result<usize, ApplyError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &id.namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", id.name)))
-        .await
-        .map_err(|source| ApplyError::ListPods {
-            namespace: id.namespace.clone(),
-            name: id.name.clone(),
-            source,
-        })?;
     let mut deleted = 0;
-    for pod in list.items.iter().filter(|p| pod_is_outdated(p, desired)) {
+    for pod in job_pods(client, id)
+        .await?
+        .iter()
+        .filter(|p| pod_is_outdated(p, desired))
+    {
         let name = pod.metadata.name.clone().unwrap_or_default();
         match pods.delete(&name, &DeleteParams::default()).await {
             Ok(_) => deleted += 1,
@@ -201,6 +208,35 @@ pub async fn restart_outdated_pods(
         }
     }
     Ok(deleted)
+}
+
+/// The job's pods.
+pub async fn job_pods(client: &Client, id: &JobIdentity) -> Result<Vec<Pod>, ApplyError> {
+    Api::<Pod>::namespaced(client.clone(), &id.namespace)
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", id.name)))
+        .await
+        .map(|l| l.items)
+        .map_err(|source| ApplyError::ListPods {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            source,
+        })
+}
+
+/// The keys of Secret `namespace/name`, or `None` if it does not exist.
+pub async fn secret_keys(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Vec<String>>, kube::Error> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?;
+    Ok(secret.map(|s| {
+        let mut keys: Vec<String> = s.data.unwrap_or_default().into_keys().collect();
+        keys.extend(s.string_data.unwrap_or_default().into_keys());
+        keys
+    }))
 }
 
 async fn delete_if_present<K>(

@@ -8,6 +8,8 @@ use crate::config::RunConfig;
 use crate::events::{self, chain};
 use crate::lifecycle::{self, Lifecycle};
 use crate::metrics::Metrics;
+use crate::restore;
+use crate::restore_flow;
 use crate::status::{self, Deployed, Observed};
 use crate::validate::{checked_job, SpecInvalid};
 use futures::StreamExt;
@@ -43,6 +45,8 @@ pub struct Context {
     pub config: RunConfig,
     /// The StreamJob API resource (for the dynamic API).
     pub resource: ApiResource,
+    /// HTTP client for the runtime pods' admin API.
+    pub http: reqwest::Client,
 }
 
 /// A failed reconcile.
@@ -285,7 +289,8 @@ async fn reject(
     Ok(Action::await_change())
 }
 
-/// A valid spec: build, apply, restart outdated pods, report status.
+/// A valid spec: build, take a final checkpoint if running pods are replaced, apply, restart
+/// outdated pods, report status (including restores and start failures).
 async fn deploy(
     obj: &DynamicObject,
     job: &StreamJob,
@@ -294,9 +299,103 @@ async fn deploy(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let id = JobIdentity::of(job)?;
+    let job_key = format!("{}/{}", id.namespace, id.name);
     let children = build::children(job)?;
+    let now = chrono::Utc::now();
+
+    // Missing storage credentials: say so and change nothing (running pods keep running).
+    let credentials = restore_flow::credentials_problem(&ctx.client, job, &id.namespace)
+        .await
+        .map_err(|source| ApplyError::ReadSecret {
+            namespace: id.namespace.clone(),
+            name: job
+                .spec
+                .checkpoint
+                .credentials_secret
+                .clone()
+                .unwrap_or_default(),
+            source,
+        })?;
+    if let Some(problem) = credentials {
+        let mut next = previous.clone();
+        let changed = storage_condition(&mut next, false, "CredentialsMissing", &problem, now);
+        if changed {
+            events::warning(
+                &ctx.recorder,
+                regarding,
+                "CredentialsMissing",
+                problem.clone(),
+            )
+            .await;
+        }
+        if next != *previous && patch_status(obj, ctx, &next).await? == Patched::Conflict {
+            return Ok(Action::requeue(CONFLICT_RETRY));
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+
     let existing = apply::existing_stateful_set(&ctx.client, &id).await?;
     let steps = lifecycle::steps(existing.as_ref(), &children.stateful_set);
+    let mut next = previous.clone();
+    let mut pods = apply::job_pods(&ctx.client, &id).await?;
+
+    // Carry state over the transition: final checkpoint first, then record the restore point.
+    let transition = restore::Transition::of(&steps);
+    if let Some(transition) = transition {
+        let decision =
+            restore_flow::prepare(&ctx.http, job, &id, transition, &children.revision, &pods).await;
+        for (reason, note) in &decision.warnings {
+            events::warning(&ctx.recorder, regarding, reason, note.clone()).await;
+        }
+        for (reason, note) in &decision.notes {
+            events::normal(&ctx.recorder, regarding, reason, note.clone()).await;
+        }
+        if let Some(latest) = &decision.latest {
+            next.checkpoint = restore::checkpoint_status(
+                next.checkpoint.as_ref(),
+                &[restore::PodReport {
+                    last_checkpoint: Some(latest.clone()),
+                    ..Default::default()
+                }],
+                None,
+            );
+        }
+        if let Some(record) = decision.record {
+            let note = format!(
+                "{}: restoring from {}{}",
+                record.reason,
+                record
+                    .checkpoint_id
+                    .map_or("no checkpoint".to_string(), |c| format!("checkpoint {c}")),
+                record
+                    .note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+            events::normal(&ctx.recorder, regarding, "RestorePoint", note).await;
+            restore::push_record(&mut next.restores, record);
+        }
+    } else if existing.is_none() && next.restores.is_empty() {
+        // First deployment: the runtime restores whatever storage holds (e.g. the job was
+        // deleted and re-created); the record is confirmed once the pods report.
+        restore::push_record(
+            &mut next.restores,
+            weir_crds::stream_job::RestoreRecord {
+                checkpoint_id: job
+                    .spec
+                    .restore
+                    .from
+                    .as_deref()
+                    .and_then(restore::explicit_id),
+                reason: "deploy".into(),
+                time: now,
+                revision: Some(children.revision.clone()),
+                ..Default::default()
+            },
+        );
+    }
+
     let sts = apply::apply_children(&ctx.client, &id, &children).await?;
     for step in &steps {
         events::normal(&ctx.recorder, regarding, step.reason(), step.note()).await;
@@ -310,9 +409,10 @@ async fn deploy(
                 .collect();
         let restarted = apply::restart_outdated_pods(&ctx.client, &id, &desired).await?;
         if restarted > 0 {
-            tracing::info!(job = %format!("{}/{}", id.namespace, id.name), restarted, "deleted pods of an older revision");
+            tracing::info!(job = %job_key, restarted, "deleted pods of an older revision");
             // They are being replaced: not updated, not ready.
             observed.current = false;
+            pods.clear();
         }
     }
 
@@ -327,20 +427,100 @@ async fn deploy(
         restart_nonce: job.spec.restart_nonce.clone(),
         observed,
     };
-    let next = status::deployed(previous, &deployed, chrono::Utc::now());
+    let mut next = status::deployed(&next, &deployed, now);
+
+    // What the pods say: why they cannot start, what they restored, their checkpoints.
+    match restore_flow::start_failure(&pods) {
+        Some((pod, restore::StartFailure::NoRestorableCheckpoint(why))) => {
+            let message = format!("pod {pod} cannot restore its state: {why}");
+            if previous.phase != Some(Phase::Failed)
+                || previous.message.as_deref() != Some(&message)
+            {
+                events::warning(
+                    &ctx.recorder,
+                    regarding,
+                    "NoRestorableCheckpoint",
+                    message.clone(),
+                )
+                .await;
+            }
+            status::failed(
+                &mut next,
+                "NoRestorableCheckpoint",
+                &message,
+                obj.metadata.generation,
+                now,
+            );
+        }
+        Some((pod, restore::StartFailure::StorageUnreachable(why))) => {
+            let message = format!("pod {pod} cannot read checkpoint storage (retrying with backoff; nothing is deleted): {why}");
+            if storage_condition(&mut next, false, "StorageUnreachable", &message, now) {
+                events::warning(&ctx.recorder, regarding, "StorageUnreachable", message).await;
+            }
+        }
+        None => {}
+    }
+    if next.phase == Some(Phase::Running) {
+        storage_condition(
+            &mut next,
+            true,
+            "Ready",
+            "checkpoint storage is readable",
+            now,
+        );
+        let reports = restore_flow::reports(&ctx.http, &pods).await;
+        if let Some((reason, note)) = restore::confirm_last_record(
+            &mut next.restores,
+            &reports,
+            &job.spec.checkpoint.storage,
+            &id.namespace,
+            &id.name,
+        ) {
+            events::warning(&ctx.recorder, regarding, reason, note).await;
+        }
+        next.checkpoint = restore::checkpoint_status(next.checkpoint.as_ref(), &reports, None);
+    }
+
     if next.phase == Some(Phase::Running) && previous.phase != Some(Phase::Running) {
         let running = Lifecycle::Running;
         events::normal(&ctx.recorder, regarding, running.reason(), running.note()).await;
     }
-    ctx.metrics
-        .set_job_phase(&format!("{}/{}", id.namespace, id.name), next.phase);
+    ctx.metrics.set_job_phase(&job_key, next.phase);
     if next != *previous && patch_status(obj, ctx, &next).await? == Patched::Conflict {
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
     Ok(match next.phase {
-        Some(Phase::Running) | Some(Phase::Suspended) => Action::requeue(Duration::from_secs(300)),
+        // Running jobs are polled for their checkpoint facts.
+        Some(Phase::Running) => Action::requeue(RUNNING_POLL),
+        Some(Phase::Suspended) => Action::requeue(Duration::from_secs(300)),
+        Some(Phase::Failed) => Action::requeue(Duration::from_secs(30)),
         _ => Action::requeue(Duration::from_secs(5)),
     })
+}
+
+/// How often a running job's pods are asked for their checkpoint facts.
+const RUNNING_POLL: Duration = Duration::from_secs(30);
+
+/// Sets the checkpoint-storage condition; true if it flipped or its reason changed.
+fn storage_condition(
+    status: &mut StreamJobStatus,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let before =
+        weir_crds::conditions::find_condition(&status.conditions, restore_flow::CHECKPOINT_STORAGE)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+    weir_crds::conditions::set_condition(
+        &mut status.conditions,
+        weir_crds::Condition::new(restore_flow::CHECKPOINT_STORAGE, ok, reason, message),
+        now,
+    );
+    let after =
+        weir_crds::conditions::find_condition(&status.conditions, restore_flow::CHECKPOINT_STORAGE)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+    before != after
 }
 
 /// How long cleanup waits for the pods to terminate before it is retried.

@@ -132,6 +132,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         metrics: metrics.clone(),
         config: config.clone(),
         resource: controller::stream_job_resource(),
+        http: reqwest::Client::new(),
     });
     crate::health_loop::spawn(
         client.clone(),

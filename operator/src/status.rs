@@ -125,6 +125,23 @@ pub fn deployed(previous: &StreamJobStatus, d: &Deployed, now: DateTime<Utc>) ->
     status
 }
 
+/// Marks a deployed job Failed: its pods cannot start (e.g. no restorable checkpoint).
+pub fn failed(
+    status: &mut StreamJobStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    set_condition(
+        &mut status.conditions,
+        observed(Condition::new(READY, false, reason, message), generation),
+        now,
+    );
+    status.phase = Some(Phase::Failed);
+    status.message = Some(message.to_string());
+}
+
 /// The status of a job whose spec is invalid. Running pods are left alone, so a job that was
 /// deployed keeps its phase; one that never was is Failed.
 pub fn spec_invalid(

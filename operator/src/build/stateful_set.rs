@@ -6,8 +6,9 @@ use super::{
 };
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    SecretEnvSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -134,6 +135,10 @@ fn container(job: &StreamJob, id: &JobIdentity) -> Container {
             JOB_CONFIG_PATH.to_string(),
         ]),
         env: Some(env(job, id)),
+        env_from: checkpoint_credentials(job),
+        // The runtime's last log lines (e.g. why it refuses to start) become the
+        // termination message the operator reads.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ports: Some(vec![ContainerPort {
             name: Some("admin".to_string()),
             container_port: ADMIN_PORT,
@@ -200,6 +205,19 @@ fn env(job: &StreamJob, id: &JobIdentity) -> Vec<EnvVar> {
             .cloned(),
     );
     env
+}
+
+/// The `s3://` credentials Secret (`checkpoint.credentialsSecret`) as environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT`, `AWS_REGION`).
+fn checkpoint_credentials(job: &StreamJob) -> Option<Vec<EnvFromSource>> {
+    let secret = job.spec.checkpoint.credentials_secret.as_ref()?;
+    Some(vec![EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: secret.clone(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }])
 }
 
 fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
