@@ -171,7 +171,7 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
     }
     let operators = topo_order(operators);
     let tasks = sources.iter().map(|s| s.partitions).max().unwrap_or(0);
-    Ok(JobPlan {
+    let mut plan = JobPlan {
         job: job.metadata.name.clone().unwrap_or_else(|| "job".into()),
         namespace: job
             .metadata
@@ -182,7 +182,10 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
         operators,
         pipeline: p.clone(),
         tasks,
-    })
+    };
+    // a repartition becomes a writer, a Kafka sink, a Kafka source and a reader
+    crate::kafka::repartition::expand(&mut plan);
+    Ok(plan)
 }
 
 fn topo_order(ops: Vec<OperatorPlan>) -> Vec<OperatorPlan> {

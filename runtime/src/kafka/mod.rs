@@ -9,6 +9,7 @@
 //! checkpoints.
 
 pub mod partitioner;
+pub mod repartition;
 pub mod sink;
 pub mod source;
 
@@ -219,12 +220,16 @@ where
 }
 
 /// Resolves the partition count of every Kafka source of `plan` from the brokers (retrying
-/// at start) and sets the task count to the largest source partition count.
+/// at start), creates missing repartition topics, and sets the task count to the largest
+/// source partition count.
 pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
     for src in plan.sources.iter_mut() {
         let SourceKind::Kafka(spec) = &src.kind else {
             continue;
         };
+        if src.name.ends_with(repartition::READ_SUFFIX) {
+            continue; // created if missing, below
+        }
         let endpoint = Endpoint::new(
             format!("source '{}'", src.name),
             &spec.brokers,
@@ -238,6 +243,7 @@ pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
             consumer.fetch_metadata(Some(&endpoint.topic), t)
         })?;
     }
+    repartition::ensure_topics(plan)?;
     plan.tasks = plan.sources.iter().map(|s| s.partitions).max().unwrap_or(0);
     Ok(())
 }

@@ -92,6 +92,8 @@ pub struct KafkaSink {
     held: Vec<Held>,
     /// Records whose key expression failed (written without a key).
     key_errors: u64,
+    /// The sink of a repartition topic: the task index stamped into every envelope.
+    writer: Option<u32>,
 }
 
 /// The transactional id of a sink task: `<namespace>-<job>-<sink>-<task>`.
@@ -145,6 +147,9 @@ impl KafkaSink {
             in_txn: false,
             held: vec![],
             key_errors: 0,
+            writer: name
+                .ends_with(super::repartition::SINK_SUFFIX)
+                .then_some(info.task),
         })
     }
 
@@ -275,7 +280,10 @@ impl Sink for KafkaSink {
             None => None,
         };
         let partition = self.partitioner.partition(key.as_deref());
-        let payload = record.value.to_json();
+        let payload = match self.writer {
+            Some(task) => super::repartition::stamp_writer(&record.value.to_json(), task),
+            None => record.value.to_json(),
+        };
         if self.sealed.is_some() {
             self.held.push(Held {
                 partition,

@@ -190,6 +190,7 @@ pub const SUPPORTED_KINDS: &[&str] = &[
     "intervalJoin",
     "accumulate",
     "lookupJoin",
+    "repartition",
 ];
 
 /// Builds the operator for `spec`; `field` is its path (`spec.pipeline.operators[i]`).

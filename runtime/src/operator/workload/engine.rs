@@ -70,6 +70,7 @@ pub fn build(
                 })
                 .map_err(err)
         }
+        OperatorKind::Repartition(r) => crate::kafka::repartition::build(field, spec, r),
         _ => return None,
     })
 }
