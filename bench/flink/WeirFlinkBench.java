@@ -305,6 +305,9 @@ public class WeirFlinkBench {
         @Override
         public void processElement(Row r, Context ctx, Collector<Row> out) throws Exception {
             Ev e = Ev.of(r);
+            if (!"click".equals(e.type) && !"heartbeat".equals(e.type)) {
+                return; // Weir's pipeline filters its two inputs to clicks and heartbeats
+            }
             if (e.ts <= ctx.timerService().currentWatermark()) {
                 handle(e, ctx.getCurrentKey(), ctx.timerService(), out);
                 return;

@@ -42,6 +42,14 @@ NOT_EXPRESSIBLE = {
 }
 
 
+# Known runtime defects that change a benchmark's result (shown next to its comparison).
+KNOWN_ISSUES = {
+    "q5": "Weir runtime defect: a window's results reach the next event-time operator as late "
+    "records (runtime/src/task.rs sets the task watermark before calling on_watermark, so the "
+    "downstream window sees ts <= watermark) and go to `per-window.late`",
+}
+
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -114,7 +122,9 @@ BENCHMARKS = {
     "q5": ("nexmark", "nexmark/q5.yaml", "q5.sql", None, q5_weir, q5_flink,
            "per sliding window: max count and the set of auctions with it"),
     "q7": ("nexmark", "nexmark/q7.yaml", "q7.sql", None,
-           multiset(proj("auction", "price", "bidder", "dateTime")), None,
+           lambda rows: sorted(proj("auction", "price", "bidder", "dateTime")(b)
+                               for r in rows for b in r["top"]),
+           multiset(proj("auction", "price", "bidder", "dateTime")),
            "every highest bid (auction, price, bidder, dateTime)"),
     "q8": ("nexmark", "nexmark/q8.yaml", "q8.sql", None,
            lambda rows: sorted((r["id"], r["name"], r["starttime"]) for r in rows),
@@ -450,6 +460,8 @@ def write_results(results, meta, out_dir):
                     f"{c['only_weir']:,}, only Flink {c['only_flink']:,}")
         else:
             same = c.get("note", "-")
+        if r["name"] in KNOWN_ISSUES and c.get("same") is not True:
+            same += f" ({KNOWN_ISSUES[r['name']]})"
         p99 = w.get("latency_p99_s") if w else None
         lines.append(
             f"| {r['name']} | {r['events']:,} | {fmt_num(wv)} | {fmt_num(fv)} | {ratio} | {fmt_num(fx)} | "
