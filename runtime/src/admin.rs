@@ -1,7 +1,7 @@
 //! The admin HTTP API (axum, on the I/O runtime, never on task threads):
 //! `/metrics`, `/healthz`, `/readyz` (200 once restore finished), `/status`, `/checkpoints`,
 //! and `POST /checkpoint[?final=true]` (reply after the checkpoint completes; with
-//! `final=true` processing stops after it).
+//! `final=true` processing stops after it). The JSON shapes are documented in the README.
 
 use crate::metrics::Metrics;
 use crate::status::SharedStatus;
@@ -16,7 +16,19 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A request from the admin API to the coordinator.
+/// Why a requested checkpoint did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFailure {
+    /// The checkpoint that was attempted, if one was started.
+    pub checkpoint_id: Option<u64>,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The outcome of a requested checkpoint: its id, or why it failed.
+pub type CheckpointReply = Result<u64, CheckpointFailure>;
+
+/// A request to the coordinator, from the admin API or the signal handler.
 #[derive(Debug)]
 pub enum AdminRequest {
     /// Take a checkpoint now; reply with its id once complete.
@@ -24,7 +36,12 @@ pub enum AdminRequest {
         /// Stop processing after it.
         is_final: bool,
         /// Where to send the outcome.
-        reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+        reply: tokio::sync::oneshot::Sender<CheckpointReply>,
+    },
+    /// SIGTERM/SIGINT: stop reading input, take a final checkpoint, exit.
+    Shutdown {
+        /// The signal's name, for messages.
+        signal: &'static str,
     },
 }
 
@@ -112,29 +129,45 @@ async fn checkpoint(
     if !sent {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"error": "the job is not running"})),
+            Json(serde_json::json!({
+                "checkpointId": null,
+                "final": is_final,
+                "succeeded": false,
+                "error": "the job is not running",
+            })),
         )
             .into_response();
     }
     let timeout = Duration::from_secs(600);
+    let failed = |code: StatusCode, id: Option<u64>, error: &str| {
+        (
+            code,
+            Json(serde_json::json!({
+                "checkpointId": id,
+                "final": is_final,
+                "succeeded": false,
+                "error": error,
+            })),
+        )
+            .into_response()
+    };
     match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(Ok(id))) => {
-            Json(serde_json::json!({"checkpointId": id, "final": is_final})).into_response()
-        }
-        Ok(Ok(Err(e))) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({"error": e})),
-        )
-            .into_response(),
-        Ok(Err(_)) => (
+        Ok(Ok(Ok(id))) => Json(serde_json::json!({
+            "checkpointId": id,
+            "final": is_final,
+            "succeeded": true,
+        }))
+        .into_response(),
+        Ok(Ok(Err(f))) => failed(StatusCode::INTERNAL_SERVER_ERROR, f.checkpoint_id, &f.error),
+        Ok(Err(_)) => failed(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"error": "the job stopped before the checkpoint completed"})),
-        )
-            .into_response(),
-        Err(_) => (
+            None,
+            "the job stopped before the checkpoint completed",
+        ),
+        Err(_) => failed(
             StatusCode::GATEWAY_TIMEOUT,
-            Json(serde_json::json!({"error": "timed out waiting for the checkpoint"})),
-        )
-            .into_response(),
+            None,
+            "timed out waiting for the checkpoint",
+        ),
     }
 }

@@ -1,7 +1,7 @@
 //! Running a job in this process: restore, start task threads, coordinate checkpoints,
 //! commit sinks, report progress, and stop.
 
-use crate::admin::AdminRequest;
+use crate::admin::{AdminRequest, CheckpointFailure, CheckpointReply};
 use crate::checkpoint::catalog::RestoreFrom;
 use crate::checkpoint::retention::plan_retention;
 use crate::checkpoint::storage::CheckpointStorage;
@@ -13,7 +13,9 @@ use crate::metrics::{Metrics, TaskMetrics};
 use crate::plan::JobPlan;
 use crate::record::now_ms;
 use crate::restore::{restore_tasks, RestoreError, RestoreOptions};
-use crate::status::{CheckpointInfo, JobStatus, SharedStatus, TaskStatus};
+use crate::status::{
+    CheckpointInfo, JobStatus, RestoreInfo, SharedStatus, SkippedCheckpoint, TaskStatus,
+};
 use crate::task::{Task, TaskCommand, TaskError, TaskEvent, TaskStart};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -56,6 +58,16 @@ pub enum JobError {
     /// The async runtime could not start.
     #[error("starting the I/O runtime: {0}")]
     Runtime(std::io::Error),
+    /// After SIGTERM/SIGINT the final checkpoint did not complete in time.
+    #[error("{signal}: no final checkpoint completed within {waited:?} (last error: {last}); the next start restores from the newest completed checkpoint")]
+    ShutdownCheckpoint {
+        /// The signal.
+        signal: &'static str,
+        /// How long the shutdown waited.
+        waited: Duration,
+        /// The last checkpoint error, if any.
+        last: String,
+    },
 }
 
 /// Whether the process exits when input ends.
@@ -105,6 +117,14 @@ struct InProgress {
     last_poll: Instant,
 }
 
+/// A shutdown in progress (after SIGTERM/SIGINT).
+struct Shutdown {
+    signal: &'static str,
+    started: Instant,
+    deadline: Instant,
+    last_error: String,
+}
+
 struct TaskHandle {
     id: u32,
     commands: Sender<TaskCommand>,
@@ -128,10 +148,13 @@ struct Coordinator {
     protected: Vec<u64>,
     known_ssts: BTreeMap<u32, HashSet<String>>,
     failures: u64,
-    waiting_replies: Vec<tokio::sync::oneshot::Sender<Result<u64, String>>>,
-    queued_replies: Vec<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+    waiting_replies: Vec<tokio::sync::oneshot::Sender<CheckpointReply>>,
+    queued_replies: Vec<tokio::sync::oneshot::Sender<CheckpointReply>>,
     pending_request: Option<bool>,
     stopped: bool,
+    /// A final checkpoint completed (input is paused or exhausted since).
+    final_done: bool,
+    shutdown: Option<Shutdown>,
 }
 
 /// Runs the job until it ends (local mode) or forever (pod mode).
@@ -151,6 +174,7 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
         ..Default::default()
     }));
     let (admin_tx, admin_rx) = mpsc::channel();
+    rt.spawn(crate::shutdown::watch_signals(admin_tx.clone()));
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(port) = cfg.admin_port {
         let state = crate::admin::AdminState {
@@ -249,6 +273,21 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
         let mut s = lock(&status);
         s.phase = "Running".into();
         s.restored_from = outcome.checkpoint_id;
+        s.restore = Some(RestoreInfo {
+            checkpoint_id: outcome.checkpoint_id,
+            path: outcome
+                .checkpoint_id
+                .map(|id| format!("{}/{}", storage.url(), checkpoint_dir(id))),
+            completed_at: outcome.completed_at,
+            skipped: outcome
+                .skipped
+                .iter()
+                .map(|(id, why)| SkippedCheckpoint {
+                    checkpoint_id: *id,
+                    reason: why.clone(),
+                })
+                .collect(),
+        });
     }
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut coord = Coordinator {
@@ -268,6 +307,8 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
         queued_replies: vec![],
         pending_request: None,
         stopped: false,
+        final_done: false,
+        shutdown: None,
         cfg,
     };
     coord.refresh_checkpoint_list();
@@ -339,7 +380,58 @@ impl Coordinator {
             if self.stopped && self.in_progress.is_none() && self.cfg.mode == Mode::Local {
                 return Ok(());
             }
+            if let Some(sd) = &self.shutdown {
+                if self.final_done && self.in_progress.is_none() {
+                    eprintln!(
+                        "weir: {} handled: final checkpoint done after {:.1}s; exiting",
+                        sd.signal,
+                        sd.started.elapsed().as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                if Instant::now() > sd.deadline {
+                    return Err(JobError::ShutdownCheckpoint {
+                        signal: sd.signal,
+                        waited: sd.started.elapsed(),
+                        last: if sd.last_error.is_empty() {
+                            "none".into()
+                        } else {
+                            sd.last_error.clone()
+                        },
+                    });
+                }
+            }
         }
+    }
+
+    /// SIGTERM/SIGINT: pause every task (no more input), then take a final checkpoint within
+    /// the checkpoint timeout (plus one interval with several pods, whose checkpoints start on
+    /// ticks); the run loop returns once it completed.
+    fn begin_shutdown(&mut self, signal: &'static str) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let spec = &self.cfg.job.spec.checkpoint;
+        let mut budget = spec.timeout.0;
+        if self.cfg.replicas > 1 {
+            budget += spec.interval.0;
+        }
+        self.shutdown = Some(Shutdown {
+            signal,
+            started: Instant::now(),
+            deadline: Instant::now() + budget,
+            last_error: String::new(),
+        });
+        if self.final_done || self.stopped {
+            // nothing was read since the last final checkpoint
+            self.final_done = true;
+            return;
+        }
+        lock(&self.status).phase = "Stopping".into();
+        for t in &self.tasks {
+            let _ = t.commands.send(TaskCommand::Pause);
+        }
+        self.pending_request = Some(true);
     }
 
     fn all_finished(&self) -> bool {
@@ -351,6 +443,13 @@ impl Coordinator {
             return self.maybe_trigger_tick();
         }
         if self.in_progress.is_some() || self.stopped {
+            return Ok(());
+        }
+        if self.shutdown.is_some() {
+            // retry a failed final checkpoint after a short pause, until the deadline
+            if self.failures == 0 || self.last_end.elapsed() >= Duration::from_millis(500) {
+                self.start_checkpoint(true);
+            }
             return Ok(());
         }
         if let Some(is_final) = self.pending_request.take() {
@@ -386,7 +485,7 @@ impl Coordinator {
             self.abandon_checkpoint(why, false)?;
         }
         if tick > self.last_id {
-            let is_final = self.pending_request.take().unwrap_or(false);
+            let is_final = self.pending_request.take().unwrap_or(false) || self.shutdown.is_some();
             self.start_checkpoint(is_final);
         }
         Ok(())
@@ -496,7 +595,13 @@ impl Coordinator {
         tracing::warn!(id = p.id, "checkpoint failed: {why}");
         eprintln!("weir: checkpoint {} failed: {why}", p.id);
         for reply in self.waiting_replies.drain(..) {
-            let _ = reply.send(Err(format!("checkpoint {} failed: {why}", p.id)));
+            let _ = reply.send(Err(CheckpointFailure {
+                checkpoint_id: Some(p.id),
+                error: format!("checkpoint {} failed: {why}", p.id),
+            }));
+        }
+        if let Some(sd) = self.shutdown.as_mut() {
+            sd.last_error = format!("checkpoint {} failed: {why}", p.id);
         }
         let tolerable = self.cfg.job.spec.checkpoint.tolerable_failures;
         if self.failures > u64::from(tolerable) {
@@ -613,6 +718,7 @@ impl Coordinator {
         }
         self.refresh_checkpoint_list();
         if p.is_final {
+            self.final_done = true;
             eprintln!("weir: final checkpoint {} completed", p.id);
             let finished = self.all_finished();
             lock(&self.status).phase = if finished {
@@ -708,9 +814,13 @@ impl Coordinator {
 
     fn on_admin(&mut self, req: AdminRequest) {
         match req {
+            AdminRequest::Shutdown { signal } => self.begin_shutdown(signal),
             AdminRequest::Checkpoint { is_final, reply } => {
                 if self.stopped {
-                    let _ = reply.send(Err("the job is stopped; no more checkpoints".into()));
+                    let _ = reply.send(Err(CheckpointFailure {
+                        checkpoint_id: None,
+                        error: "the job is stopped; no more checkpoints".into(),
+                    }));
                     return;
                 }
                 // answered when the next checkpoint to start completes

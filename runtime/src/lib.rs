@@ -10,6 +10,7 @@
 //! - [`source`], [`sink`]: files, generators, stdout; [`kafka`]: Kafka source and sink
 //! - [`job`]: the coordinator; [`admin`], [`metrics`], [`status`]: observability
 //! - [`config`]: command-line and environment settings; [`bench`]: throughput benchmark
+//! - [`shutdown`]: SIGTERM/SIGINT handling and the Kubernetes termination message
 
 pub mod admin;
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod operator;
 pub mod plan;
 pub mod record;
 pub mod restore;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod state;

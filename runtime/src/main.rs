@@ -83,13 +83,21 @@ fn load_and_plan(file: &Path) -> anyhow::Result<(LoadedManifest, JobPlan)> {
             for e in &errors {
                 eprintln!("{}: {e}", file.display());
             }
-            bail!("{} has {} error(s)", file.display(), errors.len())
+            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            bail!(
+                "{} has {} error(s): {}",
+                file.display(),
+                errors.len(),
+                all.join("; ")
+            )
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `run` and `worker` leave their failure in the Kubernetes termination message
+    let long_running = matches!(cli.command, Command::Run { .. } | Command::Worker { .. });
     let res = match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Run {
@@ -127,6 +135,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if long_running {
+                let path = std::env::var_os("WEIR_TERMINATION_LOG")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(weir_runtime::shutdown::TERMINATION_LOG));
+                weir_runtime::shutdown::write_termination_message(&path, &format!("{e:#}"));
+            }
             ExitCode::FAILURE
         }
     }

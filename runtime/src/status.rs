@@ -17,6 +17,30 @@ pub struct CheckpointInfo {
     pub path: String,
 }
 
+/// A checkpoint passed over at restore, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedCheckpoint {
+    /// Its id.
+    pub checkpoint_id: u64,
+    /// Why it was not used (no marker, corrupt file, too old, ...).
+    pub reason: String,
+}
+
+/// What this process restored from at start (`/status` field `restore`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreInfo {
+    /// The checkpoint restored from; `null` when the job started without state.
+    pub checkpoint_id: Option<u64>,
+    /// Storage path of that checkpoint's directory.
+    pub path: Option<String>,
+    /// When that checkpoint completed.
+    pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Newer checkpoints passed over, newest first.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
 /// A task's view in `/status`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,7 +63,8 @@ pub struct TaskStatus {
 pub struct JobStatus {
     /// Job name.
     pub job: String,
-    /// `Restoring`, `Running`, `Finished` (bounded input done), `Stopped` (after a final checkpoint), `Failed`.
+    /// `Restoring`, `Running`, `Finished` (bounded input done), `Stopping` (after SIGTERM, until
+    /// the final checkpoint), `Stopped` (after a final checkpoint), `Failed`.
     pub phase: String,
     /// Why the job failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,8 +73,10 @@ pub struct JobStatus {
     pub ordinal: u32,
     /// Replica count.
     pub replicas: u32,
-    /// The checkpoint restored from at start.
+    /// The checkpoint restored from at start (the same id as `restore.checkpointId`).
     pub restored_from: Option<u64>,
+    /// What was restored at start, with the checkpoints skipped; absent while restoring.
+    pub restore: Option<RestoreInfo>,
     /// Tasks of this pod.
     pub tasks: Vec<TaskStatus>,
     /// Min watermark over this pod's tasks.

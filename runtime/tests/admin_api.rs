@@ -108,12 +108,15 @@ spec:
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["phase"], "Running");
     assert_eq!(status["tasks"].as_array().map(|a| a.len()), Some(2));
+    assert_eq!(status["restoredFrom"], serde_json::Value::Null);
+    assert_eq!(status["restore"]["checkpointId"], serde_json::Value::Null);
 
     // the interval is 1h, so this checkpoint exists only because we asked for it
     let (code, body) = http(port, "POST", "/checkpoint?final=true");
     assert_eq!(code, 200, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["checkpointId"], 1);
+    assert_eq!(body["succeeded"], true);
     let out_proc = wait_with_timeout(child, Duration::from_secs(60));
     assert!(out_proc.status.success());
     assert_eq!(completed_checkpoints(&job_root(&ck, "adm")), vec![1]);
@@ -121,4 +124,58 @@ spec:
         !committed_lines(&out).is_empty(),
         "the final checkpoint committed output"
     );
+
+    // restart next to an attempt that never completed: /status says what was restored and skipped
+    std::fs::create_dir_all(job_root(&ck, "adm").join("chk-2/task-0")).unwrap();
+    let port = free_port();
+    let child = spawn(
+        &[
+            "run",
+            "-q",
+            "-f",
+            &p(&f),
+            "--state-dir",
+            &p(&dir.path().join("st")),
+            "--admin-port",
+            &port.to_string(),
+        ],
+        &[],
+    );
+    let start = Instant::now();
+    let status = loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "never ready");
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/readyz").0 == 200
+        {
+            break http(port, "GET", "/status").1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["restoredFrom"], 1, "{status}");
+    let restore = &status["restore"];
+    assert_eq!(restore["checkpointId"], 1, "{status}");
+    assert!(
+        restore["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/local/adm/chk-1"),
+        "{status}"
+    );
+    assert!(restore["completedAt"].is_string(), "{status}");
+    assert_eq!(restore["skipped"][0]["checkpointId"], 2, "{status}");
+    assert!(
+        restore["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no _COMPLETED marker"),
+        "{status}"
+    );
+    let (code, body) = http(port, "POST", "/checkpoint?final=true");
+    assert_eq!(code, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["succeeded"], true, "{body}");
+    assert!(body["checkpointId"].as_u64().unwrap() > 2, "{body}");
+    assert!(wait_with_timeout(child, Duration::from_secs(60))
+        .status
+        .success());
 }

@@ -119,3 +119,32 @@ fn bad_cel_names_the_field() {
         &["spec.pipeline.operators[0].filter", "unknown variable 'x'"],
     );
 }
+
+#[test]
+fn worker_with_a_bad_config_leaves_a_one_line_termination_message() {
+    let dir = tmp();
+    let f = dir.path().join("job.yaml");
+    write(&f, &GOOD.replace("e.type == 'bid'", "e.type == "));
+    let log = dir.path().join("termination-log");
+    std::fs::write(&log, "").unwrap();
+    let out = wait_with_timeout(
+        spawn(
+            &["worker", "--config", &p(&f)],
+            &[
+                ("WEIR_ORDINAL", "0"),
+                ("WEIR_STATE_DIR", &p(&dir.path().join("st"))),
+                ("WEIR_ADMIN_PORT", "0"),
+                ("WEIR_TERMINATION_LOG", &p(&log)),
+            ],
+        ),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains("spec.pipeline.operators[0].filter")
+            && message.contains("invalid CEL expression"),
+        "{message}"
+    );
+}

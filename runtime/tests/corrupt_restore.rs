@@ -125,7 +125,13 @@ fn refuses_to_start_empty_when_nothing_is_restorable() {
     for id in completed_checkpoints(&root) {
         std::fs::remove_dir_all(root.join(format!("chk-{id}/task-0/files"))).unwrap();
     }
-    let out1 = wait_with_timeout(spawn(&args, &[]), std::time::Duration::from_secs(60));
+    // Kubernetes creates the termination-message file; the runtime only writes to an existing one
+    let termination_log = dir.path().join("termination-log");
+    std::fs::write(&termination_log, "").unwrap();
+    let out1 = wait_with_timeout(
+        spawn(&args, &[("WEIR_TERMINATION_LOG", &p(&termination_log))]),
+        std::time::Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&out1.stderr);
     assert!(!out1.status.success(), "{stderr}");
     assert!(
@@ -134,6 +140,12 @@ fn refuses_to_start_empty_when_nothing_is_restorable() {
     );
     assert!(stderr.contains("is missing"), "{stderr}");
     assert!(stderr.contains("allowNonRestoredState"), "{stderr}");
+    let message = std::fs::read_to_string(&termination_log).unwrap();
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains("refusing to start without state") && message.contains("is missing"),
+        "{message}"
+    );
 
     // explicitly allowed: starts empty
     write(
