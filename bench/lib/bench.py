@@ -77,6 +77,7 @@ def ts_ms(value):
 
 
 def q5_weir(rows):
+    rows = list(rows)
     return sorted((r["windowStart"], r["maxNum"], tuple(sorted(r["auctions"]))) for r in rows)
 
 
@@ -103,7 +104,10 @@ def splice_totals(rows):
 
 
 def multiset(fn):
-    return lambda rows: sorted(fn(r) for r in rows)
+    """A row-by-row canonical form, kept as a multiset of hashes (outputs can be millions of rows)."""
+    def canon(rows):
+        return collections.Counter(hash(repr(fn(r))) for r in rows)
+    return canon
 
 
 BENCHMARKS = {
@@ -299,14 +303,18 @@ def histogram_p99(metrics_text, name):
     return None
 
 
-def read_rows(out_dir, pattern):
-    rows = []
-    for p in sorted(glob.glob(os.path.join(out_dir, "**", pattern), recursive=True)):
-        if os.path.basename(p).startswith("."):
-            continue
+def output_files(out_dir, pattern):
+    return [p for p in sorted(glob.glob(os.path.join(out_dir, "**", pattern), recursive=True))
+            if not os.path.basename(p).startswith(".")]
+
+
+def read_rows(files):
+    """The output rows of `files`, one at a time."""
+    for p in files:
         with open(p) as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
-    return rows
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
 
 
 def run_weir(name, spec, input_path, work):
@@ -348,7 +356,7 @@ def run_weir(name, spec, input_path, work):
                               for m in markers]}
     p99 = histogram_p99(metrics or "", "weir_task_latency_seconds")
     return {"rc": rc, "wall_s": wall, "cpu_s": cpu, "peak_rss_kib": rss, "checkpoints": ckpts,
-            "latency_p99_s": p99, "rows": read_rows(out, "part-*.jsonl") if rc == 0 else None,
+            "latency_p99_s": p99, "files": output_files(out, "part-*.jsonl") if rc == 0 else None,
             "log": os.path.join(d, "log")}
 
 
@@ -386,19 +394,25 @@ def run_flink(name, spec, input_path, work):
     startup_cpu = float(m.group(1)) if m else None
     return {"rc": rc, "wall_s": wall, "cpu_s": cpu, "peak_rss_kib": rss, "checkpoints": ckpts,
             "startup_cpu_s": startup_cpu, "latency_p99_s": None,
-            "rows": read_rows(out, "part-*") if rc == 0 else None, "log": log_path}
+            "files": output_files(out, "part-*") if rc == 0 else None, "log": log_path}
 
 
 def compare(spec, weir, flink):
     *_, weir_fn, flink_fn, _what = spec
-    if weir["rows"] is None or flink["rows"] is None:
+    if weir["files"] is None or flink["files"] is None:
         return {"same": None, "note": "a run failed"}
-    a = weir_fn(weir["rows"])
-    b = (flink_fn or weir_fn)(flink["rows"])
-    ca, cb = collections.Counter(map(repr, a)), collections.Counter(map(repr, b))
+
+    def counter(canon):
+        if isinstance(canon, collections.Counter):
+            return canon
+        return collections.Counter(hash(repr(x)) for x in canon)
+
+    ca = counter(weir_fn(read_rows(weir["files"])))
+    cb = counter((flink_fn or weir_fn)(read_rows(flink["files"])))
     only_w, only_f = ca - cb, cb - ca
-    res = {"same": not only_w and not only_f, "weir_items": len(a), "flink_items": len(b),
-           "only_weir": sum(only_w.values()), "only_flink": sum(only_f.values())}
+    res = {"same": not only_w and not only_f, "weir_items": sum(ca.values()),
+           "flink_items": sum(cb.values()), "only_weir": sum(only_w.values()),
+           "only_flink": sum(only_f.values())}
     if only_w or only_f:
         res["examples_only_weir"] = [k for k, _ in list(only_w.items())[:3]]
         res["examples_only_flink"] = [k for k, _ in list(only_f.items())[:3]]
@@ -427,7 +441,9 @@ def write_results(results, meta, out_dir):
         "# Weir vs Flink, same machine, same input",
         "",
         f"Taken {meta['started']} – {meta['finished']} on {meta['machine']}; load average "
-        f"{meta['load_before']} before, {meta['load_after']} after. Inputs: {meta['inputs']}. "
+        f"{meta['load_before']} before, {meta['load_after']} after. Weir: {meta['weir_binary']}, "
+        f"repository at {meta['repo_commit']}. Flink 2.3 JVM options: {' '.join(meta['flink_jvm_opts'])}. "
+        f"Inputs: {meta['inputs']}. "
         "Both engines: one task (parallelism 1), JSON-lines file in, JSON-lines file out, "
         "RocksDB state, checkpoints every 10 s. See bench/README.md for what each column means.",
         "",
@@ -501,8 +517,8 @@ def main():
     ap.add_argument("--only", default=",".join(BENCHMARKS),
                     help="comma-separated benchmarks (default: all): " + ",".join(BENCHMARKS))
     ap.add_argument("--engines", default="weir,flink", help="weir, flink or both (default)")
-    ap.add_argument("--nexmark-events", type=int, default=2_000_000)
-    ap.add_argument("--ad-events", type=int, default=1_000_000)
+    ap.add_argument("--nexmark-events", type=int, default=5_000_000)
+    ap.add_argument("--ad-events", type=int, default=2_000_000)
     ap.add_argument("--work", default=os.environ.get("WEIR_BENCH_WORK", "/tmp/weir-bench"))
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     ap.add_argument("--build", action="store_true", help="rebuild weir-runtime even if it exists")
@@ -519,6 +535,9 @@ def main():
     counts = {"nexmark": args.nexmark_events, "ad": args.ad_events, "ad-slow": args.ad_events}
     meta = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
             "load_before": load_average(), "flink_jvm_opts": FLINK_JVM_OPTS,
+            "weir_binary": f"{WEIR_BIN} (built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(os.path.getmtime(WEIR_BIN)))})",
+            "repo_commit": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                                          capture_output=True, text=True).stdout.strip(),
             "inputs": "; ".join(f"{k}: {counts[k]:,} events ({INPUT_KINDS[k][2]})"
                                 for k in sorted({BENCHMARKS[n][0] for n in names}))}
     results = []
@@ -547,8 +566,8 @@ def main():
         row["load_at_end"] = load_average()
         for e in ("weir", "flink"):
             if row.get(e):
-                row[e]["output_rows"] = None if row[e]["rows"] is None else len(row[e]["rows"])
-                del row[e]["rows"]
+                files = row[e].pop("files")
+                row[e]["output_rows"] = None if files is None else sum(1 for _ in read_rows(files))
         results.append(row)
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     meta["load_after"] = load_average()
