@@ -317,14 +317,24 @@ def read_rows(files):
                     yield json.loads(line)
 
 
-def run_weir(name, spec, input_path, work):
-    _, pipeline, *_ = spec
-    d = os.path.join(work, "runs", name, "weir")
+def run_weir(name, spec, input_path, work, generator_count=None):
+    """Runs the Weir pipeline over the input file, or (generator_count set) with the file source
+    replaced by the generator that wrote the file (same events, no JSON parsing)."""
+    kind, pipeline, *_ = spec
+    d = os.path.join(work, "runs", name, "weir-gen" if generator_count else "weir")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     out = os.path.join(d, "out")
     with open(os.path.join(BENCH, pipeline)) as f:
-        text = f.read().replace("${INPUT}", input_path).replace("${OUT}", out)
+        text = f.read()
+    if generator_count:
+        gen, options, _ = INPUT_KINDS[kind]
+        source = ('generator: {kind: %s, seed: 42, count: %d, partitions: 1, options: %s}'
+                  % (gen, generator_count, json.dumps(options)))
+        if 'file: {path: "${INPUT}"}' not in text:
+            raise RuntimeError(f"{pipeline}: no 'file: {{path: \"${{INPUT}}\"}}' source to replace")
+        text = text.replace('file: {path: "${INPUT}"}', source)
+    text = text.replace("${INPUT}", input_path).replace("${OUT}", out)
     job = os.path.join(d, "job.yaml")
     with open(job, "w") as f:
         f.write(text)
@@ -448,15 +458,16 @@ def write_results(results, meta, out_dir):
         "RocksDB state, checkpoints every 10 s. See bench/README.md for what each column means.",
         "",
         "| benchmark | events | Weir ev/CPU-s | Flink ev/CPU-s | ratio | Flink ev/CPU-s excl. startup | "
+        "Weir ev/CPU-s, generator source | "
         "Weir wall s | Flink wall s | Weir peak RSS MiB | Flink peak RSS MiB | RSS ratio | "
         "Weir ckpts n / max / last size | Flink ckpts n / max / last size | Weir p99 latency | same result? |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for r in results:
         w, fl = r.get("weir"), r.get("flink")
         if r.get("not_expressible"):
             fe = fmt_num(r["events"] / fl["cpu_s"]) if fl and fl.get("rc") == 0 else "-"
-            lines.append(f"| {r['name']} | {r['events']:,} | {r['not_expressible']} | {fe} | | | | "
+            lines.append(f"| {r['name']} | {r['events']:,} | {r['not_expressible']} | {fe} | | | | | "
                          f"{fmt_num(fl['wall_s'], 1) if fl else '-'} | | "
                          f"{fmt_num(fl['peak_rss_kib'] / 1024, 0) if fl else '-'} | | | "
                          f"{ckpt_text(fl['checkpoints']) if fl else '-'} | | |")
@@ -466,6 +477,10 @@ def write_results(results, meta, out_dir):
         fx = (r["events"] / (fl["cpu_s"] - fl["startup_cpu_s"])
               if fl and fl["rc"] == 0 and fl.get("startup_cpu_s") else None)
         ratio = f"{wv / fv:.1f}×" if wv and fv else "-"
+        g = r.get("weir_gen")
+        gv = r["events"] / g["cpu_s"] if g and g["rc"] == 0 else None
+        gsame = (r.get("weir_gen_same_as_file") or {}).get("same")
+        gtext = fmt_num(gv) + ("" if gsame in (True, None) else " (output differs from the file run!)")
         rss_ratio = (f"1/{fl['peak_rss_kib'] / w['peak_rss_kib']:.0f}"
                      if w and fl and w["peak_rss_kib"] else "-")
         c = r.get("compare") or {}
@@ -480,7 +495,7 @@ def write_results(results, meta, out_dir):
             same += f" ({KNOWN_ISSUES[r['name']]})"
         p99 = w.get("latency_p99_s") if w else None
         lines.append(
-            f"| {r['name']} | {r['events']:,} | {fmt_num(wv)} | {fmt_num(fv)} | {ratio} | {fmt_num(fx)} | "
+            f"| {r['name']} | {r['events']:,} | {fmt_num(wv)} | {fmt_num(fv)} | {ratio} | {fmt_num(fx)} | {gtext} | "
             f"{fmt_num(w['wall_s'], 1) if w else '-'} | {fmt_num(fl['wall_s'], 1) if fl else '-'} | "
             f"{fmt_num(w['peak_rss_kib'] / 1024, 1) if w else '-'} | "
             f"{fmt_num(fl['peak_rss_kib'] / 1024, 0) if fl else '-'} | {rss_ratio} | "
@@ -516,7 +531,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=",".join(BENCHMARKS),
                     help="comma-separated benchmarks (default: all): " + ",".join(BENCHMARKS))
-    ap.add_argument("--engines", default="weir,flink", help="weir, flink or both (default)")
+    ap.add_argument("--engines", default="weir,weir-gen,flink",
+                    help="comma-separated: weir (file source), weir-gen (Weir with the generator "
+                    "source instead of the file), flink (default: all three)")
     ap.add_argument("--nexmark-events", type=int, default=5_000_000)
     ap.add_argument("--ad-events", type=int, default=2_000_000)
     ap.add_argument("--work", default=os.environ.get("WEIR_BENCH_WORK", "/tmp/weir-bench"))
@@ -554,6 +571,16 @@ def main():
             w = row["weir"]
             log(f"{name}: weir rc={w['rc']} {w['wall_s']:.1f}s wall, {w['cpu_s']:.1f} CPU-s, "
                 f"{events / max(w['cpu_s'], 1e-9):,.0f} ev/CPU-s, peak RSS {w['peak_rss_kib'] / 1024:.1f} MiB")
+        if "weir-gen" in engines and spec[1] is not None:
+            log(f"{name}: weir with the generator source")
+            row["weir_gen"] = run_weir(name, spec, input_path, args.work, counts[spec[0]])
+            g = row["weir_gen"]
+            log(f"{name}: weir-gen rc={g['rc']} {g['wall_s']:.1f}s wall, {g['cpu_s']:.1f} CPU-s, "
+                f"{events / max(g['cpu_s'], 1e-9):,.0f} ev/CPU-s, peak RSS {g['peak_rss_kib'] / 1024:.1f} MiB")
+            if row.get("weir"):
+                gspec = spec[:5] + (None,) + spec[6:]
+                row["weir_gen_same_as_file"] = compare(gspec, row["weir"], g)
+                log(f"{name}: generator run = file run: {row['weir_gen_same_as_file']}")
         if "flink" in engines:
             log(f"{name}: flink")
             row["flink"] = run_flink(name, spec, input_path, args.work)
@@ -564,7 +591,7 @@ def main():
             row["compare"] = compare(spec, row["weir"], row["flink"])
             log(f"{name}: same result: {row['compare']}")
         row["load_at_end"] = load_average()
-        for e in ("weir", "flink"):
+        for e in ("weir", "weir_gen", "flink"):
             if row.get(e):
                 files = row[e].pop("files")
                 row[e]["output_rows"] = None if files is None else sum(1 for _ in read_rows(files))
