@@ -59,6 +59,11 @@ public class WeirFlinkBench {
         conf.put("execution.checkpointing.num-retained", "3");
         conf.put("table.exec.resource.default-parallelism", "1");
         conf.put("table.local-time-zone", "UTC");
+        // Latency markers every second, histograms logged by the slf4j reporter every 5 s: bench.py
+        // reads the p99 of the source -> sink-operator latency from the log.
+        conf.put("metrics.latency.interval", "1000");
+        conf.put("metrics.reporter.slf4j.factory.class", "org.apache.flink.metrics.slf4j.Slf4jReporterFactory");
+        conf.put("metrics.reporter.slf4j.interval", "5 s");
         StreamExecutionEnvironment env =
                 StreamExecutionEnvironment.getExecutionEnvironment(Configuration.fromMap(conf));
         env.setParallelism(1);

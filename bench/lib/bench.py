@@ -29,6 +29,7 @@ REPO = os.path.dirname(BENCH)
 CACHE = os.path.expanduser("~/.cache/weir")
 FLINK_HOME = os.environ.get("WEIR_BENCH_FLINK", os.path.join(CACHE, "flink"))
 FLINK_LIB = os.path.join(FLINK_HOME, "pyflink", "lib")
+FLINK_SLF4J_REPORTER = os.path.join(FLINK_HOME, "pyflink", "plugins", "metrics-slf4j")
 FLINK_CLASSES = os.path.join(CACHE, "flink-bench-classes")
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
 WEIR_BIN = os.environ.get("WEIR_BENCH_RUNTIME", os.path.join(TARGET, "release", "weir-runtime"))
@@ -371,6 +372,7 @@ def run_weir(name, spec, input_path, work, generator_count=None):
 
 
 CKPT_LINE = re.compile(r"Completed checkpoint (\d+) for job \S+ \((\d+) bytes, checkpointDuration=(\d+) ms")
+LATENCY_LINE = re.compile(r"\.latency: count=\d+.*?p99=([\d.E-]+)")
 CPU_LINE = re.compile(r"process cpu before submit ([\d.]+) s, at end ([\d.]+) s")
 
 
@@ -388,7 +390,8 @@ def run_flink(name, spec, input_path, work):
     out = os.path.join(d, "out")
     cmd = (["java"] + FLINK_JVM_OPTS
            + ["-Dlog4j.configurationFile=" + os.path.join(BENCH, "flink", "log4j2.properties"),
-              "-cp", FLINK_LIB + "/*:" + FLINK_CLASSES, "WeirFlinkBench",
+              "-cp", ":".join([FLINK_LIB + "/*", FLINK_SLF4J_REPORTER + "/*", FLINK_CLASSES]),
+              "WeirFlinkBench",
               "--sql", script, "--input", input_path, "--out", out, "--checkpoints", os.path.join(d, "ck")])
     if process:
         cmd += ["--process", process]
@@ -400,10 +403,16 @@ def run_flink(name, spec, input_path, work):
     if done:
         ckpts = {"count": len(done), "max_ms": max(c for _, _, c in done), "last_ms": done[-1][2],
                  "last_size_bytes": done[-1][1]}
+    # Latency markers: the largest p99 among the operators' source -> operator histograms in
+    # the last report (the sink's, normally), ms.
+    p99s = [float(x) for x in LATENCY_LINE.findall(text)]
+    last_report = text.rfind("Starting metrics report")
+    if last_report >= 0:
+        p99s = [float(x) for x in LATENCY_LINE.findall(text[last_report:])] or p99s
     m = CPU_LINE.search(text)
     startup_cpu = float(m.group(1)) if m else None
     return {"rc": rc, "wall_s": wall, "cpu_s": cpu, "peak_rss_kib": rss, "checkpoints": ckpts,
-            "startup_cpu_s": startup_cpu, "latency_p99_s": None,
+            "startup_cpu_s": startup_cpu, "latency_p99_s": max(p99s) / 1000 if p99s else None,
             "files": output_files(out, "part-*") if rc == 0 else None, "log": log_path}
 
 
