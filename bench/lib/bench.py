@@ -63,8 +63,8 @@ def load_average():
 # ---------------------------------------------------------------- the benchmarks
 
 def proj(*fields):
-    """Canonical form of an output row: the named fields, in order."""
-    return lambda r: tuple(json.dumps(r.get(f), sort_keys=True) for f in fields)
+    """Canonical form of an output row: the named fields, in order (scalars)."""
+    return lambda r: tuple(r.get(f) for f in fields)
 
 
 def ts_ms(value):
@@ -107,7 +107,7 @@ def splice_totals(rows):
 def multiset(fn):
     """A row-by-row canonical form, kept as a multiset of hashes (outputs can be millions of rows)."""
     def canon(rows):
-        return collections.Counter(hash(repr(fn(r))) for r in rows)
+        return collections.Counter(hash(fn(r)) for r in rows)
     return canon
 
 
@@ -424,7 +424,7 @@ def compare(spec, weir, flink):
     def counter(canon):
         if isinstance(canon, collections.Counter):
             return canon
-        return collections.Counter(hash(repr(x)) for x in canon)
+        return collections.Counter(hash(x) if isinstance(x, tuple) else hash(repr(x)) for x in canon)
 
     ca = counter(weir_fn(read_rows(weir["files"])))
     cb = counter((flink_fn or weir_fn)(read_rows(flink["files"])))
@@ -469,7 +469,7 @@ def write_results(results, meta, out_dir):
         "| benchmark | events | Weir ev/CPU-s | Flink ev/CPU-s | ratio | Flink ev/CPU-s excl. startup | "
         "Weir ev/CPU-s, generator source | "
         "Weir wall s | Flink wall s | Weir peak RSS MiB | Flink peak RSS MiB | RSS ratio | "
-        "Weir ckpts n / max / last size | Flink ckpts n / max / last size | Weir p99 latency | same result? |",
+        "Weir ckpts n / max / last size | Flink ckpts n / max / last size | p99 latency Weir / Flink | same result? |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for r in results:
@@ -503,6 +503,9 @@ def write_results(results, meta, out_dir):
         if r["name"] in KNOWN_ISSUES and c.get("same") is not True:
             same += f" ({KNOWN_ISSUES[r['name']]})"
         p99 = w.get("latency_p99_s") if w else None
+        fp99 = fl.get("latency_p99_s") if fl else None
+        lat = (("≤ " + fmt_num(p99 * 1000, 1) + " ms" if p99 is not None else "-") + " / "
+               + (fmt_num(fp99 * 1000, 1) + " ms" if fp99 is not None else "-"))
         lines.append(
             f"| {r['name']} | {r['events']:,} | {fmt_num(wv)} | {fmt_num(fv)} | {ratio} | {fmt_num(fx)} | {gtext} | "
             f"{fmt_num(w['wall_s'], 1) if w else '-'} | {fmt_num(fl['wall_s'], 1) if fl else '-'} | "
@@ -510,7 +513,7 @@ def write_results(results, meta, out_dir):
             f"{fmt_num(fl['peak_rss_kib'] / 1024, 0) if fl else '-'} | {rss_ratio} | "
             f"{ckpt_text(w['checkpoints'], 'max_ms_retained') if w else '-'} | "
             f"{ckpt_text(fl['checkpoints']) if fl else '-'} | "
-            f"{'≤ ' + str(round(p99 * 1000, 1)) + ' ms' if p99 is not None else '-'} | {same} |")
+            f"{lat} | {same} |")
     lines += ["", "What was compared for \"same result?\":", ""]
     for r in results:
         if not r.get("not_expressible"):
