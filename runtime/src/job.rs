@@ -6,7 +6,7 @@ use crate::checkpoint::catalog::RestoreFrom;
 use crate::checkpoint::retention::plan_retention;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::transfer::{
-    load_catalog, read_manifest, read_marker, upload_task, write_marker,
+    load_catalog, read_manifest, read_marker, upload_task, write_marker, StoredSsts,
 };
 use crate::checkpoint::{checkpoint_dir, task_manifest_path, CompletedMarker};
 use crate::metrics::{Metrics, TaskMetrics};
@@ -146,7 +146,7 @@ struct Coordinator {
     last_start: Instant,
     last_end: Instant,
     protected: Vec<u64>,
-    known_ssts: BTreeMap<u32, HashSet<String>>,
+    known_ssts: BTreeMap<u32, StoredSsts>,
     failures: u64,
     waiting_replies: Vec<tokio::sync::oneshot::Sender<CheckpointReply>>,
     queued_replies: Vec<tokio::sync::oneshot::Sender<CheckpointReply>>,
@@ -233,14 +233,7 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
     for &t in &my_tasks {
         let restored = outcome.manifests.get(&t).cloned();
         if let Some(m) = &restored {
-            known_ssts.insert(
-                t,
-                m.files
-                    .iter()
-                    .filter(|f| f.key.starts_with("sst/"))
-                    .map(|f| f.key.clone())
-                    .collect::<HashSet<_>>(),
-            );
+            known_ssts.insert(t, StoredSsts::from_manifest(m));
         }
         let tm = metrics.task(&cfg.plan.job, t);
         let task = Task::new(
@@ -781,7 +774,7 @@ impl Coordinator {
                 if !referenced.contains(&key) {
                     self.storage.delete(&key)?;
                     if let Some(k) = self.known_ssts.get_mut(&t.id) {
-                        k.remove(&key);
+                        k.forget_key(&key);
                     }
                 }
             }

@@ -62,6 +62,12 @@ enum Command {
         /// Events per query.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
+        /// Run only these sections (comma-separated): q0, q1, q2, qw, dedup, state.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// State size for the incremental-checkpoint section, MiB (0 skips it).
+        #[arg(long, default_value_t = 1024)]
+        state_mib: u64,
     },
 }
 
@@ -126,9 +132,18 @@ fn main() -> ExitCode {
             init_tracing("info");
             worker(&config)
         }
-        Command::Bench { events } => {
+        Command::Bench {
+            events,
+            only,
+            state_mib,
+        } => {
             init_tracing("warn");
-            weir_runtime::bench::run(events).map_err(anyhow::Error::from)
+            weir_runtime::bench::run(&weir_runtime::bench::BenchOptions {
+                events,
+                only,
+                state_mib,
+            })
+            .map_err(anyhow::Error::from)
         }
     };
     match res {

@@ -504,12 +504,10 @@ impl Task {
                 let candidate = inp.wm.current();
                 self.dispatch(stream, Record::new(ts, value, self.now))?;
                 if moved && candidate > self.watermark {
-                    let parts: Vec<PartitionWatermark> =
-                        self.inputs.iter().map(|i| i.wm.clone()).collect();
-                    let wm = if parts.len() == 1 {
-                        candidate.max(self.watermark)
+                    let wm = if self.inputs.len() == 1 {
+                        candidate
                     } else {
-                        task_watermark(&parts, self.watermark, self.now)
+                        task_watermark(self.inputs.iter().map(|i| &i.wm), self.watermark, self.now)
                     };
                     self.advance_watermark(wm)?;
                 }
@@ -536,8 +534,7 @@ impl Task {
     }
 
     fn update_watermark_from_inputs(&mut self) -> Result<(), TaskError> {
-        let parts: Vec<PartitionWatermark> = self.inputs.iter().map(|i| i.wm.clone()).collect();
-        let wm = task_watermark(&parts, self.watermark, self.now);
+        let wm = task_watermark(self.inputs.iter().map(|i| &i.wm), self.watermark, self.now);
         self.advance_watermark(wm)
     }
 

@@ -124,9 +124,52 @@ impl Value {
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
         serde_json::from_str(text)
     }
-    /// Renders as compact JSON.
+    /// Renders as compact JSON (the same text as `serde_json::to_string`).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "null".to_string())
+        let mut out = Vec::with_capacity(64);
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_else(|_| "null".to_string())
+    }
+
+    /// Appends compact JSON to `out`: byte for byte what `serde_json` writes, without the
+    /// serializer's per-call overhead (used by sinks for every record).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(true) => out.extend_from_slice(b"true"),
+            Value::Bool(false) => out.extend_from_slice(b"false"),
+            Value::Int(i) => write_i64(*i, out),
+            Value::UInt(u) => write_u64(*u, out),
+            Value::Float(f) => {
+                // serde_json: shortest round-trip form, `null` when not finite
+                if serde_json::to_writer(&mut *out, f).is_err() {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            Value::Str(s) => write_json_str(s, out),
+            Value::List(l) => {
+                out.push(b'[');
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(b']');
+            }
+            Value::Map(m) => {
+                out.push(b'{');
+                for (i, (k, v)) in m.entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(k, out);
+                    out.push(b':');
+                    v.write_json(out);
+                }
+                out.push(b'}');
+            }
+        }
     }
     /// A stable string form used as a state key (strings unquoted, others as JSON).
     pub fn key_string(&self) -> String {
@@ -134,6 +177,40 @@ impl Value {
             Value::Str(s) => s.to_string(),
             other => other.to_json(),
         }
+    }
+}
+
+fn write_u64(mut u: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn write_i64(i: i64, out: &mut Vec<u8>) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_u64(i.unsigned_abs(), out);
+}
+
+/// A JSON string literal; strings that need no escaping (the usual case) are copied as is.
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -254,5 +331,46 @@ mod tests {
         assert_eq!(v.get("b"), &Value::Int(1));
         assert_eq!(v.get("c").get("d").as_str(), Some("x"));
         assert_eq!(v.get("missing"), &Value::Null);
+    }
+
+    #[test]
+    fn write_json_matches_serde_json_byte_for_byte() {
+        let values = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Int(0),
+            Value::Int(-1),
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+            Value::UInt(u64::MAX),
+            Value::Float(1.0),
+            Value::Float(-0.0),
+            Value::Float(2.5e-300),
+            Value::Float(1e21),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::str(""),
+            Value::str("plain text, ünïcödé ✓"),
+            Value::str("quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} del \u{7f}"),
+            Value::List(Arc::new(vec![])),
+            Value::List(Arc::new(vec![
+                Value::Int(1),
+                Value::str("a\"b"),
+                Value::Null,
+            ])),
+            Value::map([
+                ("k\"ey", Value::Int(3)),
+                ("nested", Value::map([("x", Value::Float(0.1))])),
+                ("empty", Value::map(Vec::<(&str, Value)>::new())),
+            ]),
+        ];
+        for v in &values {
+            let expected = serde_json::to_string(v).unwrap();
+            assert_eq!(v.to_json(), expected, "{v:?}");
+            let mut out = b"prefix ".to_vec();
+            v.write_json(&mut out);
+            assert_eq!(out, [b"prefix ".as_slice(), expected.as_bytes()].concat());
+        }
     }
 }

@@ -8,7 +8,7 @@ use super::{
     FileRef, TaskManifest,
 };
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A transfer that failed.
@@ -72,14 +72,53 @@ pub fn load_catalog(storage: &CheckpointStorage) -> Result<Catalog, TransferErro
     Ok(Catalog { entries })
 }
 
+/// The SST files of one task that are already in storage, by their local RocksDB file name.
+///
+/// RocksDB never reuses an SST file number within a database's history and never changes an
+/// SST, so a name (with its size) seen in the restored manifest or uploaded by this process
+/// stands for the same content: such files are neither read, hashed nor uploaded again.
+#[derive(Clone, Debug, Default)]
+pub struct StoredSsts {
+    by_name: HashMap<String, FileRef>,
+}
+
+impl StoredSsts {
+    /// The SSTs referenced by a restored task manifest.
+    pub fn from_manifest(manifest: &TaskManifest) -> Self {
+        StoredSsts {
+            by_name: manifest
+                .files
+                .iter()
+                .filter(|f| f.key.starts_with("sst/"))
+                .map(|f| (f.name.clone(), f.clone()))
+                .collect(),
+        }
+    }
+
+    /// Forgets the SST stored under `key` (deleted from storage by retention).
+    pub fn forget_key(&mut self, key: &str) {
+        self.by_name.retain(|_, f| f.key != key);
+    }
+
+    /// Number of SSTs known.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether none is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
 /// Uploads the RocksDB checkpoint in `local_dir` as task `manifest.task` of checkpoint
-/// `manifest.checkpoint_id`, skipping SSTs already stored. Fills `manifest.files`, writes the
-/// task manifest, and returns the number of bytes uploaded.
+/// `manifest.checkpoint_id`, skipping SSTs already stored (see [`StoredSsts`]). Fills
+/// `manifest.files`, writes the task manifest, and returns the number of bytes uploaded.
 pub fn upload_task(
     storage: &CheckpointStorage,
     local_dir: &Path,
     manifest: &mut TaskManifest,
-    known_ssts: &mut HashSet<String>,
+    known_ssts: &mut StoredSsts,
 ) -> Result<u64, TransferError> {
     let id = manifest.checkpoint_id;
     let task = manifest.task;
@@ -94,18 +133,34 @@ pub fn upload_task(
     let mut files = vec![];
     for name in names {
         let path = local_dir.join(&name);
+        let is_sst = name.ends_with(".sst");
+        if is_sst {
+            let size = std::fs::metadata(&path)
+                .map_err(local("reading", &path))?
+                .len();
+            if let Some(known) = known_ssts.by_name.get(&name).filter(|f| f.size == size) {
+                files.push(known.clone());
+                continue;
+            }
+        }
         let bytes = std::fs::read(&path).map_err(local("reading", &path))?;
         let sha = sha256_hex(&bytes);
         let size = bytes.len() as u64;
-        let key = if name.ends_with(".sst") {
+        let key = if is_sst {
             let key = format!("sst/task-{task}/{sha}.sst");
-            if !known_ssts.contains(&key) {
-                if storage.size(&key)? != Some(size) {
-                    storage.put(&key, bytes)?;
-                    uploaded += size;
-                }
-                known_ssts.insert(key.clone());
+            if storage.size(&key)? != Some(size) {
+                storage.put(&key, bytes)?;
+                uploaded += size;
             }
+            known_ssts.by_name.insert(
+                name.clone(),
+                FileRef {
+                    name: name.clone(),
+                    key: key.clone(),
+                    size,
+                    sha256: sha.clone(),
+                },
+            );
             key
         } else {
             let key = format!("{}/task-{task}/files/{name}", checkpoint_dir(id));

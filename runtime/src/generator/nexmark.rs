@@ -5,7 +5,7 @@
 
 use super::{Options, Rng, Timing};
 use crate::generator::GeneratorError;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use weir_expr::{Map, Value};
 
 const PERSON_PROPORTION: u64 = 1;
@@ -178,6 +178,8 @@ pub struct Nexmark {
     keys: Keys,
     types: [Value; 3],
     hot_channels: Vec<(Value, Value)>,
+    /// The other channels' (name, url), built on first use (they are pure functions of `n`).
+    channels: Vec<OnceLock<(Value, Value)>>,
 }
 
 impl Nexmark {
@@ -219,6 +221,7 @@ impl Nexmark {
                     )
                 })
                 .collect(),
+            channels: (0..CHANNELS_NUMBER).map(|_| OnceLock::new()).collect(),
         })
     }
 
@@ -267,7 +270,7 @@ impl Nexmark {
         let city = US_CITIES[rng.below(US_CITIES.len() as u64) as usize];
         let state = US_STATES[rng.below(US_STATES.len() as u64) as usize];
         let size = 8 + name.len() + email.len() + credit_card.len() + city.len() + state.len();
-        let extra = next_extra(rng, size, self.avg_person_bytes);
+        let extra = next_extra_value(rng, size, self.avg_person_bytes);
         Map {
             entries: vec![
                 (k.kind.clone(), self.types[0].clone()),
@@ -281,7 +284,7 @@ impl Nexmark {
                 (k.city.clone(), Value::str(city)),
                 (k.state.clone(), Value::str(state)),
                 (k.date_time.clone(), Value::Int(ts)),
-                (k.extra.clone(), Value::str(&extra)),
+                (k.extra.clone(), extra),
             ],
         }
     }
@@ -298,11 +301,11 @@ impl Nexmark {
         let initial_bid = next_price(rng);
         let length_ms = 1 + rng.below((self.auction_horizon_ms * 2).max(1));
         let expires = ts.saturating_add(i64::try_from(length_ms).unwrap_or(i64::MAX));
-        let item_name = next_string(rng, 20);
-        let description = next_string(rng, 100);
+        let item_name = next_string_value(rng, 20);
+        let description = next_string_value(rng, 100);
         let reserve = initial_bid + next_price(rng);
-        let size = 8 + item_name.len() + description.len() + 8 + 8 + 8 + 8 + 8;
-        let extra = next_extra(rng, size, self.avg_auction_bytes);
+        let size = 8 + str_len(&item_name) + str_len(&description) + 8 + 8 + 8 + 8 + 8;
+        let extra = next_extra_value(rng, size, self.avg_auction_bytes);
         Map {
             entries: vec![
                 (k.kind.clone(), self.types[1].clone()),
@@ -310,15 +313,15 @@ impl Nexmark {
                     k.id.clone(),
                     id(last_base0_auction_id(index), FIRST_AUCTION_ID),
                 ),
-                (k.item_name.clone(), Value::str(&item_name)),
-                (k.description.clone(), Value::str(&description)),
+                (k.item_name.clone(), item_name),
+                (k.description.clone(), description),
                 (k.initial_bid.clone(), Value::Int(initial_bid)),
                 (k.reserve.clone(), Value::Int(reserve)),
                 (k.date_time.clone(), Value::Int(ts)),
                 (k.expires.clone(), Value::Int(expires)),
                 (k.seller.clone(), id(seller, FIRST_PERSON_ID)),
                 (k.category.clone(), Value::Int(category)),
-                (k.extra.clone(), Value::str(&extra)),
+                (k.extra.clone(), extra),
             ],
         }
     }
@@ -343,14 +346,18 @@ impl Nexmark {
             self.hot_channels[rng.below(HOT_CHANNELS.len() as u64) as usize].clone()
         } else {
             let n = rng.below(CHANNELS_NUMBER);
-            let url = format!(
-                "{}&channel_id={}",
-                base_url(&mut Rng::new(0x4E58_4348, n)),
-                (n as u32).reverse_bits()
-            );
-            (Value::str(&format!("channel-{n}")), Value::str(&url))
+            self.channels[n as usize]
+                .get_or_init(|| {
+                    let url = format!(
+                        "{}&channel_id={}",
+                        base_url(&mut Rng::new(0x4E58_4348, n)),
+                        (n as u32).reverse_bits()
+                    );
+                    (Value::str(&format!("channel-{n}")), Value::str(&url))
+                })
+                .clone()
         };
-        let extra = next_extra(rng, 32, self.avg_bid_bytes);
+        let extra = next_extra_value(rng, 32, self.avg_bid_bytes);
         Map {
             entries: vec![
                 (k.kind.clone(), self.types[2].clone()),
@@ -360,7 +367,7 @@ impl Nexmark {
                 (k.channel.clone(), channel),
                 (k.url.clone(), url),
                 (k.date_time.clone(), Value::Int(ts)),
-                (k.extra.clone(), Value::str(&extra)),
+                (k.extra.clone(), extra),
             ],
         }
     }
@@ -395,17 +402,54 @@ fn next_string(rng: &mut Rng, max_len: u64) -> String {
     s.trim().to_string()
 }
 
-/// Exactly `len` lowercase letters.
-fn next_exact_string(rng: &mut Rng, len: usize) -> String {
-    (0..len)
-        .map(|_| char::from(b'a' + rng.below(26) as u8))
-        .collect()
+/// A string value of `len` ASCII bytes drawn by `byte`, trimmed of spaces at both ends when
+/// `trim` (built in place: one allocation, the value's own).
+fn ascii_value(len: usize, trim: bool, mut byte: impl FnMut() -> u8) -> Value {
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    for b in buf.iter_mut() {
+        *b = byte();
+    }
+    let mut text: &[u8] = buf;
+    if trim {
+        while let [b' ', rest @ ..] = text {
+            text = rest;
+        }
+        while let [rest @ .., b' '] = text {
+            text = rest;
+        }
+    }
+    Value::Str(Arc::from(std::str::from_utf8(text).unwrap_or_default()))
 }
 
-/// Padding that brings a record of `current` bytes to about `average` bytes (±20%).
-fn next_extra(rng: &mut Rng, current: usize, average: usize) -> String {
+/// The length of a string value (0 for other values).
+fn str_len(v: &Value) -> usize {
+    v.as_str().map_or(0, str::len)
+}
+
+/// [`next_string`] as a value: the same draws, the same text.
+fn next_string_value(rng: &mut Rng, max_len: u64) -> Value {
+    let len = 3 + rng.below(max_len.saturating_sub(3).max(1));
+    ascii_value(len as usize, true, || {
+        if rng.below(13) == 0 {
+            b' '
+        } else {
+            b'a' + rng.below(26) as u8
+        }
+    })
+}
+
+/// Padding that brings a record of `current` bytes to about `average` bytes (±20%): exactly
+/// that many lowercase letters.
+fn next_extra_value(rng: &mut Rng, current: usize, average: usize) -> Value {
     if current > average {
-        return String::new();
+        return Value::str("");
     }
     let wanted = average - current;
     let delta = (wanted as f64 * 0.2).round() as usize;
@@ -415,7 +459,7 @@ fn next_extra(rng: &mut Rng, current: usize, average: usize) -> String {
     } else {
         min + rng.below(2 * delta as u64) as usize
     };
-    next_exact_string(rng, len)
+    ascii_value(len, false, || b'a' + rng.below(26) as u8)
 }
 
 /// A channel's base URL.

@@ -22,6 +22,8 @@ pub struct FileSink {
     task: u32,
     epoch: u64,
     writer: Option<BufWriter<File>>,
+    /// The line being encoded (reused for every record).
+    line: Vec<u8>,
 }
 
 /// Parses `<prefix><task>-<epoch>.jsonl` into the epoch if `task` matches.
@@ -41,6 +43,7 @@ impl FileSink {
             task,
             epoch: next_epoch,
             writer: None,
+            line: Vec::with_capacity(1024),
         }
     }
 
@@ -114,12 +117,14 @@ impl Sink for FileSink {
                 .map_err(self.io("opening", &path))?;
             self.writer = Some(BufWriter::with_capacity(1 << 16, f));
         }
-        let line = record.value.to_json();
-        let path = self.pending_path(self.epoch);
+        self.line.clear();
+        record.value.write_json(&mut self.line);
+        self.line.push(b'\n');
         if let Some(w) = self.writer.as_mut() {
-            w.write_all(line.as_bytes())
-                .and_then(|_| w.write_all(b"\n"))
-                .map_err(self.io("writing", &path))?;
+            if let Err(e) = w.write_all(&self.line) {
+                let path = self.pending_path(self.epoch);
+                return Err(self.io("writing", &path)(e));
+            }
         }
         Ok(())
     }

@@ -22,8 +22,7 @@ impl StdoutSink {
 
 impl Sink for StdoutSink {
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
-        self.buf
-            .extend_from_slice(record.value.to_json().as_bytes());
+        record.value.write_json(&mut self.buf);
         self.buf.push(b'\n');
         if self.buf.len() > 1 << 16 {
             self.flush()?;

@@ -75,7 +75,11 @@ impl PartitionWatermark {
 ///
 /// Idle partitions are skipped; if every live partition is idle the largest of their
 /// watermarks is used so that an entirely quiet input still lets time advance.
-pub fn task_watermark(parts: &[PartitionWatermark], previous: i64, now_ms: i64) -> i64 {
+pub fn task_watermark<'a>(
+    parts: impl IntoIterator<Item = &'a PartitionWatermark>,
+    previous: i64,
+    now_ms: i64,
+) -> i64 {
     let mut min_active: Option<i64> = None;
     let mut max_idle: Option<i64> = None;
     for p in parts {
