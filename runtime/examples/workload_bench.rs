@@ -2,7 +2,9 @@
 //! operator path (operator factory, RocksDB state behind the write-back cache, timers), on
 //! one thread. Prints events/s per core; it never fails on speed.
 //!
-//!     cargo run --release -p weir-runtime --example workload_bench [-- <events>]
+//!     cargo run --release -p weir-runtime --example workload_bench [-- <events> [<case>...]]
+//!
+//! Cases: `splice`, `pattern`, `accumulate`, `window` (default: all).
 
 use std::time::Instant;
 use weir_crds::pipeline::OperatorSpec;
@@ -139,77 +141,87 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    let wanted = |case: &str| only.is_empty() || only.iter().any(|c| c == case);
     println!("workload operators through the engine path, 1 thread, {events} events per case");
 
-    // splice: 1M live keys (timeout far beyond the stream), three inputs.
-    let keys = 1_000_000u64;
-    let splice = spec(
-        "name: samples\ninputs: [impressions, clicks, heartbeats]\nsplice:\n  key: e.id\n  timeout: 1d\n  fields:\n    - {name: id, value: e.id, rule: first}\n    - {name: clicks, from: clicks, rule: count}\n    - {name: beats, from: heartbeats, rule: count}\n    - {name: cost, from: impressions, value: e.cost, rule: sum}\n",
-    );
-    let o = run(
-        &splice,
-        (0..events).map(|i| {
-            let k = if i < keys { i } else { mix(i) % keys };
-            let input = (mix(i ^ 7) % 3) as usize;
-            rec(
-                T0 + i as i64,
-                vec![("id", Value::Int(k as i64)), ("cost", Value::Int(1))],
-            )
-            .with_input(input)
-        }),
-    );
-    report("splice (1M live keys, 3 inputs)", &o);
+    if wanted("splice") {
+        // splice: 1M live keys (timeout far beyond the stream), three inputs.
+        let keys = 1_000_000u64;
+        let splice = spec(
+            "name: samples\ninputs: [impressions, clicks, heartbeats]\nsplice:\n  key: e.id\n  timeout: 1d\n  fields:\n    - {name: id, value: e.id, rule: first}\n    - {name: clicks, from: clicks, rule: count}\n    - {name: beats, from: heartbeats, rule: count}\n    - {name: cost, from: impressions, value: e.cost, rule: sum}\n",
+        );
+        let o = run(
+            &splice,
+            (0..events).map(|i| {
+                let k = if i < keys { i } else { mix(i) % keys };
+                let input = (mix(i ^ 7) % 3) as usize;
+                rec(
+                    T0 + i as i64,
+                    vec![("id", Value::Int(k as i64)), ("cost", Value::Int(1))],
+                )
+                .with_input(input)
+            }),
+        );
+        report("splice (1M live keys, 3 inputs)", &o);
+    }
 
-    // pattern: impression -> click within 5m; 4 events per request, 10% clicks.
-    let pattern = spec(
-        "name: sessions\ninputs: [impressions, clicks]\npattern:\n  key: e.requestId\n  sequence:\n    - {as: imp, from: impressions}\n    - {as: click, from: clicks, followedBy: true, times: oneOrMore}\n  within: 5m\n  sameTimestampOrder: [impressions, clicks]\n  emit: \"{'requestId': imp.requestId, 'clicks': size(click)}\"\n",
-    );
-    let o = run(
-        &pattern,
-        (0..events).map(|i| {
-            let input = usize::from(mix(i).is_multiple_of(10));
-            rec(
-                T0 + (i as i64) * 10,
-                vec![("requestId", Value::Int((i / 4) as i64))],
-            )
-            .with_input(input)
-        }),
-    );
-    report("pattern (impression -> click+, within 5m)", &o);
+    if wanted("pattern") {
+        // pattern: impression -> click within 5m; 4 events per request, 10% clicks.
+        let pattern = spec(
+            "name: sessions\ninputs: [impressions, clicks]\npattern:\n  key: e.requestId\n  sequence:\n    - {as: imp, from: impressions}\n    - {as: click, from: clicks, followedBy: true, times: oneOrMore}\n  within: 5m\n  sameTimestampOrder: [impressions, clicks]\n  emit: \"{'requestId': imp.requestId, 'clicks': size(click)}\"\n",
+        );
+        let o = run(
+            &pattern,
+            (0..events).map(|i| {
+                let input = usize::from(mix(i).is_multiple_of(10));
+                rec(
+                    T0 + (i as i64) * 10,
+                    vec![("requestId", Value::Int((i / 4) as i64))],
+                )
+                .with_input(input)
+            }),
+        );
+        report("pattern (impression -> click+, within 5m)", &o);
+    }
 
-    // accumulate: a click then heartbeats every 3 s per key, 1,000 concurrent sessions.
-    let accumulate = spec(
-        "name: effective\ninputs: [clicks, heartbeats]\naccumulate:\n  key: e.clickId\n  open: clicks\n  accumulate: heartbeats\n  aggregates:\n    - {name: heartbeats, op: count}\n  emitWhen: \"agg.heartbeats >= 120\"\n  ttl: 3h\n",
-    );
-    let o = run(
-        &accumulate,
-        (0..events).map(|i| {
-            // event i: session (i % 1000) of round (i / 1000 / 150); the first of a round is the click
-            let session = i % 1_000;
-            let step = (i / 1_000) % 150;
-            let round = i / 150_000;
-            let ts = T0 + ((i / 1_000) as i64) * 3_000 + session as i64;
-            let id = Value::Int((round * 1_000 + session) as i64);
-            rec(ts, vec![("clickId", id)]).with_input(usize::from(step != 0))
-        }),
-    );
-    report("accumulate (click + 3 s heartbeats, emit at 120)", &o);
+    if wanted("accumulate") {
+        // accumulate: a click then heartbeats every 3 s per key, 1,000 concurrent sessions.
+        let accumulate = spec(
+            "name: effective\ninputs: [clicks, heartbeats]\naccumulate:\n  key: e.clickId\n  open: clicks\n  accumulate: heartbeats\n  aggregates:\n    - {name: heartbeats, op: count}\n  emitWhen: \"agg.heartbeats >= 120\"\n  ttl: 3h\n",
+        );
+        let o = run(
+            &accumulate,
+            (0..events).map(|i| {
+                // event i: session (i % 1000) of round (i / 1000 / 150); the first of a round is the click
+                let session = i % 1_000;
+                let step = (i / 1_000) % 150;
+                let round = i / 150_000;
+                let ts = T0 + ((i / 1_000) as i64) * 3_000 + session as i64;
+                let id = Value::Int((round * 1_000 + session) as i64);
+                rec(ts, vec![("clickId", id)]).with_input(usize::from(step != 0))
+            }),
+        );
+        report("accumulate (click + 3 s heartbeats, emit at 120)", &o);
+    }
 
-    // 3-minute tumbling window per ad (the engine's window operator).
-    let window = spec(
-        "name: per-ad\ninput: impressions\nwindow:\n  type: tumbling\n  size: 3m\n  key: e.adId\n  aggregates:\n    - {name: n, op: count}\n    - {name: requests, op: distinctCount, of: e.requestId}\n",
-    );
-    let o = run(
-        &window,
-        (0..events).map(|i| {
-            let fields = vec![
-                ("adId", Value::Int((mix(i) % 1_000) as i64)),
-                ("requestId", Value::Int((i / 4) as i64)),
-            ];
-            rec(T0 + (i as i64) * 10, fields).with_input(0)
-        }),
-    );
-    report("window (tumbling 3m, 1,000 ads)", &o);
+    if wanted("window") {
+        // 3-minute tumbling window per ad (the engine's window operator).
+        let window = spec(
+            "name: per-ad\ninput: impressions\nwindow:\n  type: tumbling\n  size: 3m\n  key: e.adId\n  aggregates:\n    - {name: n, op: count}\n    - {name: requests, op: distinctCount, of: e.requestId}\n",
+        );
+        let o = run(
+            &window,
+            (0..events).map(|i| {
+                let fields = vec![
+                    ("adId", Value::Int((mix(i) % 1_000) as i64)),
+                    ("requestId", Value::Int((i / 4) as i64)),
+                ];
+                rec(T0 + (i as i64) * 10, fields).with_input(0)
+            }),
+        );
+        report("window (tumbling 3m, 1,000 ads)", &o);
+    }
 }
 
 trait WithInput {

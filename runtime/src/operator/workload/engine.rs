@@ -1,5 +1,5 @@
 //! Runs the workload operators inside the engine: an [`Operator`] adapter that keeps the
-//! operator's state in the task's RocksDB (through the write-back [`KeyedState`] cache),
+//! operator's state in the task's RocksDB (through the write-back [`WorkloadState`] cache),
 //! forwards timers and outputs to the task's [`Context`], and performs lookupJoin's lookups
 //! against Redis.
 //!
@@ -10,15 +10,13 @@
 
 use super::{
     accumulate::Accumulate, interval_join::IntervalJoin, lookup_join::LookupJoin, pattern::Pattern,
-    splice::Splice, Collector, Ctx, Event, LookupRequest, Output, StateBackendError, StateMap,
-    Timer, TimerService, WorkloadError, WorkloadOperator,
+    splice::Splice, state_cache::WorkloadState, Collector, Ctx, Event, LookupRequest, Output,
+    StateBackendError, Timer, TimerService, WorkloadError, WorkloadOperator,
 };
 use crate::operator::{Context, OpResult, Operator, OperatorError};
 use crate::record::Record;
-use crate::state::{KeyedState, StateError, StateHandle};
+use crate::state::{StateError, StateHandle};
 use crate::time::{TimeDomain as EngineDomain, Timer as EngineTimer};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -26,8 +24,19 @@ use weir_crds::pipeline::{OperatorKind, OperatorSpec, TimeDomain};
 use weir_crds::validate::SpecError;
 use weir_expr::Value;
 
-/// Entries the write-back cache holds per operator before it flushes to RocksDB.
-const CACHE_ENTRIES: usize = 200_000;
+/// Keys the write-back cache holds per operator and task unless
+/// [`CACHE_ENTRIES_ENV`] says otherwise.
+pub const CACHE_ENTRIES: usize = 200_000;
+/// Environment variable overriding [`CACHE_ENTRIES`] (e.g. through the pod template's `env`).
+pub const CACHE_ENTRIES_ENV: &str = "WEIR_WORKLOAD_CACHE_ENTRIES";
+
+/// The cache size: [`CACHE_ENTRIES_ENV`] if set to a number, else [`CACHE_ENTRIES`].
+fn cache_entries() -> usize {
+    std::env::var(CACHE_ENTRIES_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CACHE_ENTRIES)
+}
 /// The name of the state inside the operator's column family.
 const STATE_NAME: &str = "workload";
 /// Timer key reserved for the lookup flush timer (operator keys never start with NUL).
@@ -112,16 +121,6 @@ fn operator_error(e: WorkloadError) -> OperatorError {
     }
 }
 
-impl<V: Serialize + DeserializeOwned> StateMap<V> for KeyedState<V> {
-    fn take(&mut self, key: &str) -> Result<Option<V>, StateBackendError> {
-        self.remove(key)
-            .map_err(|e| StateBackendError(e.to_string()))
-    }
-    fn put(&mut self, key: &str, value: V) -> Result<(), StateBackendError> {
-        KeyedState::put(self, key, value).map_err(|e| StateBackendError(e.to_string()))
-    }
-}
-
 /// Timers registered during one call, handed to the engine afterwards.
 #[derive(Default)]
 struct TimerBuffer(Vec<(TimeDomain, String, i64)>);
@@ -157,7 +156,7 @@ pub trait LookupStore: Send {
 /// Adapts a [`WorkloadOperator`] to the engine's [`Operator`].
 pub struct Adapter<O: WorkloadOperator> {
     op: O,
-    state: Option<KeyedState<O::State>>,
+    state: Option<WorkloadState<O::State>>,
     timers: TimerBuffer,
     out: OutputBuffer,
     /// The store and the batch size for lookupJoin.
@@ -283,7 +282,11 @@ impl<O: WorkloadOperator> Adapter<O> {
 
 impl<O: WorkloadOperator> Operator for Adapter<O> {
     fn on_start(&mut self, state: &StateHandle) -> OpResult {
-        self.state = Some(KeyedState::new(state.clone(), STATE_NAME, CACHE_ENTRIES));
+        self.state = Some(WorkloadState::new(
+            state.clone(),
+            STATE_NAME,
+            cache_entries(),
+        ));
         // No engine context yet: collect what on_start emits (re-issued lookups) and send it
         // with the first call that has one.
         let Some(st) = self.state.as_mut() else {
@@ -335,9 +338,11 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
     fn snapshot(&mut self, _checkpoint_id: u64) -> OpResult {
         let name = self.op.name().to_string();
         match self.state.as_mut() {
-            Some(s) => s.flush().map_err(|source| OperatorError::State {
-                operator: name,
-                source,
+            Some(s) => s.flush().map_err(|e| {
+                operator_error(WorkloadError::State {
+                    operator: name,
+                    source: e,
+                })
             }),
             None => Ok(()),
         }

@@ -24,6 +24,7 @@ pub mod lookup_join;
 pub mod memory;
 pub mod pattern;
 pub mod splice;
+pub mod state_cache;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
