@@ -18,10 +18,10 @@
 //!   opening record plus `agg`, with event time `opened + ttl`.
 
 use super::aggregate::{AggState, Aggregates};
-use super::event_order::{input_ranks, Buffered, OrderedBuffer};
+use super::event_order::{hold, input_ranks, released, Buffered, Buffering, OrderedBuffer};
 use super::{
-    compile, dead_letter, input_index, millis, put, take, Ctx, Event, Output, Timer, WorkloadError,
-    WorkloadOperator,
+    compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
+    WorkloadError, WorkloadOperator,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -42,6 +42,12 @@ pub struct Session {
 pub struct AccumulateState {
     buffer: OrderedBuffer,
     session: Option<Session>,
+}
+
+impl Buffering for AccumulateState {
+    fn buffer(&mut self) -> &mut OrderedBuffer {
+        &mut self.buffer
+    }
 }
 
 /// The accumulate operator.
@@ -203,14 +209,9 @@ impl WorkloadOperator for Accumulate {
         if input != self.open && input != self.accumulate {
             return Ok(());
         }
-        let key = match self.key.eval(&[&event.value]) {
-            Ok(k) => k,
-            Err(err) => {
-                dead_letter(ctx, event, &err.to_string());
-                return Ok(());
-            }
+        let Some(sk) = state_key(&self.key, &event, ctx) else {
+            return Ok(());
         };
-        let sk = key.key_string();
         let mut st = take(ctx, &self.name, &sk)?.unwrap_or_default();
         let ts = event.ts;
         let input32 = u32::try_from(input).unwrap_or(u32::MAX);
@@ -226,10 +227,7 @@ impl WorkloadOperator for Accumulate {
             let watermark = ctx.watermark;
             return self.finish(st, &sk, watermark, ctx);
         }
-        st.buffer.push(input32, rank, event);
-        put(ctx, &self.name, &sk, st)?;
-        ctx.timers.register(TimeDomain::EventTime, &sk, ts);
-        Ok(())
+        hold(&self.name, &sk, st, (input, rank), event, ctx)
     }
 
     fn on_timer(
@@ -237,10 +235,10 @@ impl WorkloadOperator for Accumulate {
         timer: &Timer,
         ctx: &mut Ctx<'_, AccumulateState>,
     ) -> Result<(), WorkloadError> {
-        let Some(mut st) = take(ctx, &self.name, &timer.key)? else {
+        let Some((mut st, events)) = released(&self.name, timer, ctx)? else {
             return Ok(());
         };
-        for b in st.buffer.release(timer.ts) {
+        for b in events {
             self.on_event(&mut st, b, &timer.key, ctx);
         }
         self.finish(st, &timer.key, timer.ts, ctx)

@@ -7,8 +7,9 @@
 //! (e.g. `sameTimestampOrder: [impressions, clicks]`). Equal-millisecond events of different
 //! inputs are therefore handled identically whichever arrived first.
 
-use super::Event;
+use super::{put, take, Ctx, Event, Timer, WorkloadError};
 use serde::{Deserialize, Serialize};
+use weir_crds::pipeline::TimeDomain;
 
 /// One buffered event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +64,45 @@ impl OrderedBuffer {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
+}
+
+/// Operator state that holds its key's events in an [`OrderedBuffer`].
+pub trait Buffering {
+    /// The key's buffer.
+    fn buffer(&mut self) -> &mut OrderedBuffer;
+}
+
+/// Holds `event` (from `input`, tie-break `rank`) in the buffer of `key`'s state `st` until
+/// the watermark passes it: stores `st` and registers an event-time timer at the event's time
+/// (see [`released`]).
+pub(crate) fn hold<S: Buffering>(
+    operator: &str,
+    key: &str,
+    mut st: S,
+    (input, rank): (usize, u32),
+    event: Event,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<(), WorkloadError> {
+    let ts = event.ts;
+    st.buffer()
+        .push(u32::try_from(input).unwrap_or(u32::MAX), rank, event);
+    put(ctx, operator, key, st)?;
+    ctx.timers.register(TimeDomain::EventTime, key, ts);
+    Ok(())
+}
+
+/// At an event-time timer of `timer.key`: takes the key's state out and the events it holds
+/// with `ts <= timer.ts`, in release order (`None` if the key has no state).
+pub(crate) fn released<S: Buffering>(
+    operator: &str,
+    timer: &Timer,
+    ctx: &mut Ctx<'_, S>,
+) -> Result<Option<(S, Vec<Buffered>)>, WorkloadError> {
+    let Some(mut st) = take(ctx, operator, &timer.key)? else {
+        return Ok(None);
+    };
+    let events = st.buffer().release(timer.ts);
+    Ok(Some((st, events)))
 }
 
 /// The tie-break rank of each input: its place in `order` if listed, otherwise after all listed

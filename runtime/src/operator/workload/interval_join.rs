@@ -8,8 +8,8 @@
 //! (`ts <= watermark`) goes to `<op>.late`: the records it should have met may be gone.
 
 use super::{
-    compile, dead_letter, input_index, millis, put, take, Ctx, Event, Output, Timer, WorkloadError,
-    WorkloadOperator,
+    compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
+    WorkloadError, WorkloadOperator,
 };
 use serde::{Deserialize, Serialize};
 use weir_crds::pipeline::{IntervalJoinSpec, TimeDomain};
@@ -95,14 +95,9 @@ impl WorkloadOperator for IntervalJoin {
         } else {
             &self.right_key
         };
-        let key = match key_expr.eval(&[&event.value]) {
-            Ok(k) => k,
-            Err(err) => {
-                dead_letter(ctx, event, &err.to_string());
-                return Ok(());
-            }
+        let Some(sk) = state_key(key_expr, &event, ctx) else {
+            return Ok(());
         };
-        let sk = key.key_string();
         let mut st = take(ctx, &self.name, &sk)?.unwrap_or_default();
         let keep_until = if is_left {
             for r in st.right.iter().filter(|r| self.joins(&event, r)) {

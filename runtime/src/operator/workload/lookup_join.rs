@@ -23,7 +23,7 @@
 //!   that waited for a retry may be late for a downstream event-time operator.
 
 use super::{
-    compile, dead_letter, millis, put, take, Ctx, Event, LookupRequest, Output, Timer,
+    compile, dead_letter, millis, put, state_key, take, Ctx, Event, LookupRequest, Output, Timer,
     WorkloadError, WorkloadOperator,
 };
 use serde::{Deserialize, Serialize};
@@ -249,19 +249,15 @@ impl WorkloadOperator for LookupJoin {
         event: Event,
         ctx: &mut Ctx<'_, LookupEntry>,
     ) -> Result<(), WorkloadError> {
-        let key = match self.key.eval(&[&event.value]) {
-            Ok(k) => k,
-            Err(err) => {
-                dead_letter(ctx, event, &err.to_string());
-                return Ok(());
-            }
+        let Some(key) = state_key(&self.key, &event, ctx) else {
+            return Ok(());
         };
         let mut meta = self.take_meta(ctx)?;
         let id = meta.next_id;
         meta.next_id += 1;
         let q = Queued {
             event,
-            key: format!("{}{}", self.key_prefix, key.key_string()),
+            key: format!("{}{key}", self.key_prefix),
             first_lookup: None,
             misses: 0,
         };

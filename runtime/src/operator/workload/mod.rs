@@ -245,6 +245,18 @@ pub(crate) fn put<V>(
         })
 }
 
+/// The state key of `event` under `key`; if the expression fails, sends the record to
+/// `<operator>.deadLetter` and returns `None` (the caller then leaves its state alone).
+pub(crate) fn state_key<V>(key: &Expr, event: &Event, ctx: &mut Ctx<'_, V>) -> Option<String> {
+    match key.eval(&[&event.value]) {
+        Ok(k) => Some(k.key_string()),
+        Err(err) => {
+            dead_letter(ctx, event.clone(), &err.to_string());
+            None
+        }
+    }
+}
+
 /// Sends `event` to `<operator>.deadLetter` wrapped as `{"error": ..., "record": ...}`.
 pub(crate) fn dead_letter<V>(ctx: &mut Ctx<'_, V>, event: Event, error: &str) {
     let value = Value::map([("error", Value::str(error)), ("record", event.value)]);

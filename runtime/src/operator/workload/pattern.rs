@@ -28,10 +28,10 @@
 //!   Events that match no partial match and start none (a click without an impression, or one
 //!   after the bound) are dropped.
 
-use super::event_order::{input_ranks, Buffered, OrderedBuffer};
+use super::event_order::{hold, input_ranks, released, Buffered, Buffering, OrderedBuffer};
 use super::{
-    compile, dead_letter, input_index, millis, put, take, Ctx, Event, Output, Timer, WorkloadError,
-    WorkloadOperator,
+    compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
+    WorkloadError, WorkloadOperator,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -67,6 +67,12 @@ pub struct Partial {
 pub struct PatternState {
     buffer: OrderedBuffer,
     partials: Vec<Partial>,
+}
+
+impl Buffering for PatternState {
+    fn buffer(&mut self) -> &mut OrderedBuffer {
+        &mut self.buffer
+    }
 }
 
 enum Advance {
@@ -317,22 +323,12 @@ impl WorkloadOperator for Pattern {
             ctx.out.emit(Output::Side("late"), event);
             return Ok(());
         }
-        let key = match self.key.eval(&[&event.value]) {
-            Ok(k) => k,
-            Err(err) => {
-                dead_letter(ctx, event, &err.to_string());
-                return Ok(());
-            }
+        let Some(sk) = state_key(&self.key, &event, ctx) else {
+            return Ok(());
         };
-        let sk = key.key_string();
-        let mut st = take(ctx, &self.name, &sk)?.unwrap_or_default();
-        let ts = event.ts;
+        let st = take(ctx, &self.name, &sk)?.unwrap_or_default();
         let rank = self.ranks.get(input).copied().unwrap_or(u32::MAX);
-        st.buffer
-            .push(u32::try_from(input).unwrap_or(u32::MAX), rank, event);
-        put(ctx, &self.name, &sk, st)?;
-        ctx.timers.register(TimeDomain::EventTime, &sk, ts);
-        Ok(())
+        hold(&self.name, &sk, st, (input, rank), event, ctx)
     }
 
     fn on_timer(
@@ -340,10 +336,10 @@ impl WorkloadOperator for Pattern {
         timer: &Timer,
         ctx: &mut Ctx<'_, PatternState>,
     ) -> Result<(), WorkloadError> {
-        let Some(mut st) = take(ctx, &self.name, &timer.key)? else {
+        let Some((mut st, events)) = released(&self.name, timer, ctx)? else {
             return Ok(());
         };
-        for b in st.buffer.release(timer.ts) {
+        for b in events {
             self.on_event(&mut st, b, &timer.key, ctx);
         }
         self.expire(&mut st, timer.ts, true, ctx);

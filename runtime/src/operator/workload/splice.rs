@@ -19,8 +19,8 @@
 
 use super::aggregate::Number;
 use super::{
-    compile, dead_letter, input_index, millis, put, take, Ctx, Event, Output, Timer, WorkloadError,
-    WorkloadOperator,
+    compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
+    WorkloadError, WorkloadOperator,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -207,14 +207,9 @@ impl WorkloadOperator for Splice {
         event: Event,
         ctx: &mut Ctx<'_, Sample>,
     ) -> Result<(), WorkloadError> {
-        let key = match self.key.eval(&[&event.value]) {
-            Ok(k) => k,
-            Err(err) => {
-                dead_letter(ctx, event, &err.to_string());
-                return Ok(());
-            }
+        let Some(sk) = state_key(&self.key, &event, ctx) else {
+            return Ok(());
         };
-        let sk = key.key_string();
         let mut sample = match take(ctx, &self.name, &sk)? {
             Some(s) => s,
             None => {
