@@ -1,6 +1,6 @@
 //! Micro-benchmark of the workload operators and a 3-minute window through the engine's
-//! operator path (operator factory, RocksDB state behind the write-back cache, timers), on
-//! one thread. Prints events/s per core; it never fails on speed.
+//! operator path (operator factory, RocksDB state behind the write-back cache, timers, a
+//! checkpoint flush every 250,000 events), on one thread. Prints events/s per core; it never fails on speed.
 //!
 //!     cargo run --release -p weir-runtime --example workload_bench [-- <events> [<case>...]]
 //!
@@ -13,6 +13,9 @@ use weir_runtime::operator::{self, Context, Operator};
 use weir_runtime::record::Record;
 use weir_runtime::state::{operator_cf, StateStore};
 use weir_runtime::time::{TimeDomain, TimerService};
+
+/// A checkpoint barrier every this many events (state and timers flushed to RocksDB).
+const CHECKPOINT_EVERY: u64 = 250_000;
 
 /// Epoch ms of the first event.
 const T0: i64 = 1_700_000_000_000;
@@ -32,7 +35,8 @@ struct Outcome {
 }
 
 /// Runs `events` (input index, record) through the operator `spec`, advancing the watermark
-/// to `last ts − 2 s` every 1,000 records and to the end afterwards.
+/// to `last ts − 2 s` every 1,000 records and to the end afterwards, with a checkpoint
+/// barrier (operator snapshot + timer flush) every [`CHECKPOINT_EVERY`] records.
 fn run(spec: &OperatorSpec, events: impl Iterator<Item = (usize, Record)>) -> Outcome {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -67,6 +71,15 @@ fn run(spec: &OperatorSpec, events: impl Iterator<Item = (usize, Record)>) -> Ou
             }
         }
         n += 1;
+        if n.is_multiple_of(CHECKPOINT_EVERY) {
+            // what a checkpoint barrier does to the operator: state and timers to RocksDB
+            if let Err(e) = op.snapshot(n / CHECKPOINT_EVERY) {
+                panic!("snapshot: {e}");
+            }
+            if let Err(e) = timers.flush(&store.handle(&cf)) {
+                panic!("timers: {e}");
+            }
+        }
         if n.is_multiple_of(1_000) {
             wm = wm.max(ts - 2_000);
             fire(op.as_mut(), wm, side, &mut timers, &mut out, &mut dead);

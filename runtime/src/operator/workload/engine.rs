@@ -1,7 +1,8 @@
 //! Runs the workload operators inside the engine: an [`Operator`] adapter that keeps the
 //! operator's state in the task's RocksDB (through the write-back [`WorkloadState`] cache),
-//! forwards timers and outputs to the task's [`Context`], and performs lookupJoin's lookups
-//! against Redis.
+//! keeps its event-time timers in an [`EventTimers`] store fired from `on_watermark`
+//! (processing-time timers go to the task's timer service), forwards outputs to the task's
+//! [`Context`], and performs lookupJoin's lookups against Redis.
 //!
 //! Lookups are batched: requests collect until `maxInFlight` are pending, or the watermark
 //! moves, or a timer fires, or a short processing-time flush timer fires; then they go to
@@ -10,8 +11,8 @@
 
 use super::{
     accumulate::Accumulate, interval_join::IntervalJoin, lookup_join::LookupJoin, pattern::Pattern,
-    splice::Splice, state_cache::WorkloadState, Collector, Ctx, Event, LookupRequest, Output,
-    StateBackendError, Timer, TimerService, WorkloadError, WorkloadOperator,
+    splice::Splice, state_cache::WorkloadState, timer_store::EventTimers, Collector, Ctx, Event,
+    LookupRequest, Output, StateBackendError, Timer, TimerService, WorkloadError, WorkloadOperator,
 };
 use crate::operator::{Context, OpResult, Operator, OperatorError};
 use crate::record::Record;
@@ -158,6 +159,8 @@ pub struct Adapter<O: WorkloadOperator> {
     op: O,
     state: Option<WorkloadState<O::State>>,
     timers: TimerBuffer,
+    /// Event-time timers (processing-time ones go to the engine's timer service).
+    event_timers: EventTimers,
     out: OutputBuffer,
     /// The store and the batch size for lookupJoin.
     store: Option<(Box<dyn LookupStore>, usize)>,
@@ -174,6 +177,7 @@ impl<O: WorkloadOperator> Adapter<O> {
             op,
             state: None,
             timers: TimerBuffer::default(),
+            event_timers: EventTimers::default(),
             out: OutputBuffer::default(),
             store,
             pending: Vec::new(),
@@ -209,11 +213,12 @@ impl<O: WorkloadOperator> Adapter<O> {
 
     fn forward(&mut self, ctx: &mut Context<'_>) {
         for (domain, key, ts) in self.timers.0.drain(..) {
-            let d = match domain {
-                TimeDomain::EventTime => EngineDomain::EventTime,
-                TimeDomain::ProcessingTime => EngineDomain::ProcessingTime,
-            };
-            ctx.register_timer(d, ts, &key);
+            match domain {
+                TimeDomain::EventTime => self.event_timers.register(ts, &key),
+                TimeDomain::ProcessingTime => {
+                    ctx.register_timer(EngineDomain::ProcessingTime, ts, &key)
+                }
+            }
         }
         for (output, event) in self.out.records.drain(..) {
             let rec = Record::new(event.ts, event.value, self.ingest_ms);
@@ -282,6 +287,10 @@ impl<O: WorkloadOperator> Adapter<O> {
 
 impl<O: WorkloadOperator> Operator for Adapter<O> {
     fn on_start(&mut self, state: &StateHandle) -> OpResult {
+        self.event_timers = EventTimers::load(state).map_err(|source| OperatorError::State {
+            operator: self.op.name().to_string(),
+            source,
+        })?;
         self.state = Some(WorkloadState::new(
             state.clone(),
             STATE_NAME,
@@ -314,6 +323,16 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
     fn on_watermark(&mut self, ctx: &mut Context<'_>) -> OpResult {
         self.ingest_ms = ctx.now_ms;
         self.forward(ctx);
+        // due event-time timers in (time, key) order, including ones registered while firing
+        while let Some((ts, key)) = self.event_timers.pop_due(ctx.watermark) {
+            let t = Timer {
+                domain: TimeDomain::EventTime,
+                key: key.to_string(),
+                ts,
+            };
+            self.call(ctx, |op, c| op.on_timer(&t, c))?;
+            self.after_call(ctx)?;
+        }
         self.flush_lookups(ctx)
     }
 
@@ -337,15 +356,23 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
 
     fn snapshot(&mut self, _checkpoint_id: u64) -> OpResult {
         let name = self.op.name().to_string();
-        match self.state.as_mut() {
-            Some(s) => s.flush().map_err(|e| {
+        if let Some(s) = self.state.as_mut() {
+            s.flush().map_err(|e| {
                 operator_error(WorkloadError::State {
-                    operator: name,
+                    operator: name.clone(),
                     source: e,
                 })
-            }),
-            None => Ok(()),
+            })?;
         }
+        if let Some(s) = self.state.as_ref() {
+            self.event_timers
+                .flush(s.handle())
+                .map_err(|source| OperatorError::State {
+                    operator: name,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 }
 

@@ -25,6 +25,7 @@ pub mod memory;
 pub mod pattern;
 pub mod splice;
 pub mod state_cache;
+pub mod timer_store;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -153,6 +153,11 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
         Ok(())
     }
 
+    /// The column family this state lives in.
+    pub fn handle(&self) -> &StateHandle {
+        &self.handle
+    }
+
     /// Number of cached keys (live or removed).
     pub fn cached(&self) -> usize {
         self.cache.len()
