@@ -317,6 +317,7 @@ fn incremental_checkpoint(mib: u64, tmp: &Path) -> Result<(), BenchError> {
     let mut state: KeyedState<String> = KeyedState::new(store.handle(&cf), "v", 100_000);
     let mut known = StoredSsts::default();
     let local = root.join("local-checkpoints");
+    std::fs::create_dir_all(&local).map_err(|x| e("creating local-checkpoints", &x))?;
 
     println!("
 incremental checkpoint: {mib} MiB of state ({keys} keys x {VALUE_LEN} B values), then 1% of the keys changed");

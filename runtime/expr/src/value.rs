@@ -201,10 +201,35 @@ fn write_i64(i: i64, out: &mut Vec<u8>) {
     write_u64(i.unsigned_abs(), out);
 }
 
+/// Whether JSON needs an escape for any byte of `bytes` (a control character, `"` or `\\`),
+/// checked eight bytes at a time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // some byte of x is below n (n <= 128): the classic "hasless" bit trick
+    let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let has_zero = |x: u64| has_less(x, 1);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word);
+        if has_less(x, 0x20)
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// A JSON string literal; strings that need no escaping (the usual case) are copied as is.
 fn write_json_str(s: &str, out: &mut Vec<u8>) {
-    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if !needs_escape(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -365,6 +390,15 @@ mod tests {
                 ("empty", Value::map(Vec::<(&str, Value)>::new())),
             ]),
         ];
+        let mut values = values.to_vec();
+        // every escape at every position of the eight-byte words, next to multi-byte UTF-8
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '~', '\u{7f}', 'é'] {
+            for pos in 0..20 {
+                let mut text: String = "abcdefghijklmnopqrs".into();
+                text.insert(pos, special);
+                values.push(Value::str(&text));
+            }
+        }
         for v in &values {
             let expected = serde_json::to_string(v).unwrap();
             assert_eq!(v.to_json(), expected, "{v:?}");

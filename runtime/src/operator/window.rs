@@ -357,7 +357,8 @@ impl Operator for Window {
                         ctx.emit(out);
                     }
                 } else {
-                    states.remove(&timer.key).map_err(&err)?;
+                    // the cleanup timer after allowed lateness: nothing to read
+                    states.delete(&timer.key).map_err(&err)?;
                 }
             }
             Shape::Session { .. } => {
