@@ -1,6 +1,6 @@
 //! Micro-benchmark of the workload operators and a 3-minute window through the engine's
 //! operator path (operator factory, RocksDB state behind the write-back cache, timers, a
-//! checkpoint flush every 250,000 events), on one thread. Prints events/s per core; it never fails on speed.
+//! checkpoint flush every 1,000,000 events), on one thread. Prints events/s per core; it never fails on speed.
 //!
 //!     cargo run --release -p weir-runtime --example workload_bench [-- <events> [<case>...]]
 //!
@@ -15,7 +15,7 @@ use weir_runtime::state::{operator_cf, StateStore};
 use weir_runtime::time::{TimeDomain, TimerService};
 
 /// A checkpoint barrier every this many events (state and timers flushed to RocksDB).
-const CHECKPOINT_EVERY: u64 = 250_000;
+const CHECKPOINT_EVERY: u64 = 1_000_000;
 
 /// Epoch ms of the first event.
 const T0: i64 = 1_700_000_000_000;
