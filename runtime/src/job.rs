@@ -399,7 +399,8 @@ impl Coordinator {
 
     /// SIGTERM/SIGINT: pause every task (no more input), then take a final checkpoint within
     /// the checkpoint timeout (plus one interval with several pods, whose checkpoints start on
-    /// ticks); the run loop returns once it completed.
+    /// ticks, or plus one timeout when a checkpoint is already running); the run loop returns
+    /// once it completed.
     fn begin_shutdown(&mut self, signal: &'static str) {
         if self.shutdown.is_some() {
             return;
@@ -408,6 +409,9 @@ impl Coordinator {
         let mut budget = spec.timeout.0;
         if self.cfg.replicas > 1 {
             budget += spec.interval.0;
+        } else if self.in_progress.is_some() {
+            // the running checkpoint finishes (or times out) before the final one starts
+            budget += spec.timeout.0;
         }
         self.shutdown = Some(Shutdown {
             signal,
