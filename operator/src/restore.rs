@@ -391,6 +391,15 @@ pub fn confirm_last_record(
         return Some(("RestoreMismatch", note));
     }
     if actual == last.checkpoint_id {
+        // Expected no checkpoint, got none: say so when there was a reason to expect state.
+        if actual.is_none() && last.note.is_some() {
+            let note = format!(
+                "{}; the pods started without state",
+                last.note.as_deref().unwrap_or_default()
+            );
+            last.note = Some(note.clone());
+            return Some(("StartedWithoutState", note));
+        }
         return None;
     }
     let expected = last.checkpoint_id;
@@ -406,12 +415,10 @@ pub fn confirm_last_record(
         (None, None) => "the pods started without state".to_string(),
     };
     last.note = Some(note.clone());
-    let reason = if expected.is_some() {
-        "RestoredFromOlderCheckpoint"
-    } else if actual.is_none() {
-        "StartedWithoutState"
-    } else {
-        "RestoredFromStorage"
+    let reason = match (expected, actual) {
+        (_, None) => "StartedWithoutState",
+        (Some(_), Some(_)) => "RestoredFromOlderCheckpoint",
+        (None, Some(_)) => "RestoredFromStorage",
     };
     Some((reason, note))
 }
@@ -688,6 +695,21 @@ pipeline:
         assert_eq!(records[0].checkpoint_id, Some(8));
         assert_eq!(records[0].path.as_deref(), Some("file:///c/ns/j/chk-8"));
         assert_eq!(records[0].reason, FALLBACK);
+
+        let mut records = vec![RestoreRecord {
+            note: Some("checkpoint 3 is older than restore.maxAge".into()),
+            ..rec(None)
+        }];
+        let (reason, note) =
+            confirm_last_record(&mut records, &[pod(None)], "file:///c", "ns", "j").expect("said");
+        assert_eq!(reason, "StartedWithoutState");
+        assert!(note.ends_with("the pods started without state"), "{note}");
+        // a first deployment without any checkpoint is not worth a word
+        let mut records = vec![rec(None)];
+        assert_eq!(
+            confirm_last_record(&mut records, &[pod(None)], "file:///c", "ns", "j"),
+            None
+        );
 
         let mut records = vec![rec(Some(9))];
         let restoring = PodReport {

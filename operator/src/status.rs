@@ -211,6 +211,8 @@ pub fn merge_patch(status: &StreamJobStatus) -> serde_json::Value {
             "replicas": status.replicas,
             "readyReplicas": status.ready_replicas,
             "observedRestartNonce": status.observed_restart_nonce,
+            "checkpoint": status.checkpoint,
+            "restores": status.restores,
         }
     })
 }
@@ -219,6 +221,25 @@ pub fn merge_patch(status: &StreamJobStatus) -> serde_json::Value {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_patch_carries_checkpoint_and_restores() {
+        let status = StreamJobStatus {
+            checkpoint: Some(weir_crds::stream_job::CheckpointStatus {
+                latest_id: Some(4),
+                ..Default::default()
+            }),
+            restores: vec![weir_crds::stream_job::RestoreRecord {
+                checkpoint_id: Some(4),
+                reason: "upgrade".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let patch = merge_patch(&status);
+        assert_eq!(patch["status"]["checkpoint"]["latestId"], 4);
+        assert_eq!(patch["status"]["restores"][0]["checkpointId"], 4);
+    }
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(secs, 0).single().unwrap_or_default()

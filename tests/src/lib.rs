@@ -264,6 +264,11 @@ pub const SHARED_SUFFIXES: &[&str] = &[
     "invalid",
     "malformed",
     "kill",
+    "upgrade-state",
+    "crash",
+    "suspend-state",
+    "no-checkpoint",
+    "s3",
 ];
 
 /// The operator shared by the lifecycle suites (release `weir-e2e`, watching the namespaces of
@@ -435,11 +440,16 @@ pub async fn job_pods(client: &Client, namespace: &str, job: &str) -> Result<Vec
 
 /// GET `path` from `127.0.0.1:port` (an operator's admin server on hostNetwork).
 pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    http_get_host("127.0.0.1", port, path).await
+}
+
+/// GET `path` from `host:port` (e.g. a pod IP: the tests run on the node); the raw response.
+pub async fn http_get_host(host: &str, port: u16, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut stream = tokio::net::TcpStream::connect((host, port))
         .await
-        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut out = String::new();
     stream.read_to_string(&mut out).await?;
