@@ -124,11 +124,11 @@ fn operator_error(e: WorkloadError) -> OperatorError {
 
 /// Timers registered during one call, handed to the engine afterwards.
 #[derive(Default)]
-struct TimerBuffer(Vec<(TimeDomain, String, i64)>);
+struct TimerBuffer(Vec<(TimeDomain, std::sync::Arc<str>, i64)>);
 
 impl TimerService for TimerBuffer {
     fn register(&mut self, domain: TimeDomain, key: &str, ts: i64) {
-        self.0.push((domain, key.to_string(), ts));
+        self.0.push((domain, std::sync::Arc::from(key), ts));
     }
 }
 
@@ -214,7 +214,7 @@ impl<O: WorkloadOperator> Adapter<O> {
     fn forward(&mut self, ctx: &mut Context<'_>) {
         for (domain, key, ts) in self.timers.0.drain(..) {
             match domain {
-                TimeDomain::EventTime => self.event_timers.register(ts, &key),
+                TimeDomain::EventTime => self.event_timers.register(ts, key),
                 TimeDomain::ProcessingTime => {
                     ctx.register_timer(EngineDomain::ProcessingTime, ts, &key)
                 }

@@ -56,8 +56,8 @@ impl EventTimers {
     }
 
     /// Registers a timer for `key` at `time` (idempotent).
-    pub fn register(&mut self, time: i64, key: &str) {
-        let entry: Entry = (time, Arc::from(key));
+    pub fn register(&mut self, time: i64, key: Arc<str>) {
+        let entry: Entry = (time, key);
         if self.due.insert(entry.clone()) && self.removed.remove(&entry).is_none() {
             self.added.insert(entry, ());
         }
@@ -115,10 +115,10 @@ mod tests {
         let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
         let h = store.handle(&cf);
         let mut t = EventTimers::default();
-        t.register(20, "b");
-        t.register(-5, "a");
-        t.register(20, "b");
-        t.register(30, "c");
+        t.register(20, Arc::from("b"));
+        t.register(-5, Arc::from("a"));
+        t.register(20, Arc::from("b"));
+        t.register(30, Arc::from("c"));
         assert_eq!(t.len(), 3);
         assert_eq!(t.pop_due(25), Some((-5, Arc::from("a"))));
         t.flush(&h).unwrap();
@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(h.scan_prefix(PREFIX).unwrap().len(), 2);
         assert_eq!(t.pop_due(25), Some((20, Arc::from("b"))));
         assert_eq!(t.pop_due(25), None);
-        t.register(40, "d");
+        t.register(40, Arc::from("d"));
         t.flush(&h).unwrap();
         let mut loaded = EventTimers::load(&h).unwrap();
         assert_eq!(loaded.len(), 2, "b's deletion and d were written");
