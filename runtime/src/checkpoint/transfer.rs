@@ -270,3 +270,78 @@ pub fn read_marker(
             .map_err(|e| TransferError::Corrupt(format!("{} unreadable: {e}", marker_path(id)))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: u64) -> TaskManifest {
+        TaskManifest {
+            checkpoint_id: id,
+            task: 0,
+            job: "j".into(),
+            created_at: chrono::Utc::now(),
+            sources: vec![],
+            watermark: 0,
+            finished: false,
+            files: vec![],
+            operators: vec![],
+        }
+    }
+
+    #[test]
+    fn known_ssts_are_not_uploaded_again_and_restore_verifies_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("file://{}", dir.path().join("ck").display());
+        let storage = CheckpointStorage::open(&url, "local", "j", rt.handle().clone()).unwrap();
+        let local = dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::write(local.join("000001.sst"), vec![1u8; 1000]).unwrap();
+        std::fs::write(local.join("MANIFEST-000002"), b"m1").unwrap();
+        let mut known = StoredSsts::default();
+        let mut m1 = manifest(1);
+        let up1 = upload_task(&storage, &local, &mut m1, &mut known).unwrap();
+        assert_eq!(up1, 1002);
+        assert_eq!(known.len(), 1);
+
+        // next checkpoint: a new SST appears; the old one is known by name and size and is not
+        // read again (to show it, its bytes change behind RocksDB's back, which RocksDB never
+        // does: the stored hash is kept)
+        std::fs::write(local.join("000001.sst"), vec![9u8; 1000]).unwrap();
+        std::fs::write(local.join("000003.sst"), vec![3u8; 500]).unwrap();
+        std::fs::write(local.join("MANIFEST-000002"), b"m2").unwrap();
+        let mut m2 = manifest(2);
+        let up2 = upload_task(&storage, &local, &mut m2, &mut known).unwrap();
+        assert_eq!(up2, 502, "only the new SST and the small file");
+        let old = m2.files.iter().find(|f| f.name == "000001.sst").unwrap();
+        assert_eq!(
+            old,
+            m1.files.iter().find(|f| f.name == "000001.sst").unwrap()
+        );
+
+        // a restored process knows the SSTs of its manifest; a file of another size is new
+        let mut restored = StoredSsts::from_manifest(&m2);
+        std::fs::write(local.join("000003.sst"), vec![4u8; 600]).unwrap();
+        let mut m3 = manifest(3);
+        let up3 = upload_task(&storage, &local, &mut m3, &mut restored).unwrap();
+        assert_eq!(up3, 602);
+        let target = dir.path().join("restore");
+        let back = download_task(&storage, 3, 0, &target).unwrap();
+        assert_eq!(back.files.len(), 3);
+        assert_eq!(
+            std::fs::read(target.join("000003.sst")).unwrap(),
+            vec![4u8; 600]
+        );
+
+        // retention deleted an SST: it is uploaded again when still referenced locally
+        restored.forget_key(&old.key);
+        storage.delete(&old.key).unwrap();
+        let mut m4 = manifest(4);
+        let up4 = upload_task(&storage, &local, &mut m4, &mut restored).unwrap();
+        assert_eq!(up4, 1002);
+    }
+}
