@@ -446,7 +446,7 @@ fn next_string_value(rng: &mut Rng, max_len: u64) -> Value {
 }
 
 /// Padding that brings a record of `current` bytes to about `average` bytes (±20%): exactly
-/// that many lowercase letters.
+/// that many lowercase letters (uniform, thirteen per random draw).
 fn next_extra_value(rng: &mut Rng, current: usize, average: usize) -> Value {
     if current > average {
         return Value::str("");
@@ -459,7 +459,20 @@ fn next_extra_value(rng: &mut Rng, current: usize, average: usize) -> Value {
     } else {
         min + rng.below(2 * delta as u64) as usize
     };
-    ascii_value(len, false, || b'a' + rng.below(26) as u8)
+    // 13 letters from each 64 random bits (multiply-and-carry extraction: each step takes the
+    // integer part of x * 26 as the letter and keeps the fraction), a tenth of the draws
+    let mut x = 0u64;
+    let mut left = 0;
+    ascii_value(len, false, || {
+        if left == 0 {
+            x = rng.next_u64();
+            left = 13;
+        }
+        left -= 1;
+        let m = u128::from(x) * 26;
+        x = m as u64;
+        b'a' + (m >> 64) as u8
+    })
 }
 
 /// A channel's base URL.

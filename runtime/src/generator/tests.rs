@@ -355,3 +355,29 @@ fn unbounded_generators_keep_going() {
     generator.seek(10_000_000);
     assert!(generator.next().is_some());
 }
+
+#[test]
+fn nexmark_padding_letters_are_uniform() {
+    let events = drain(&spec(GeneratorKind::Nexmark, 3, Some(20_000), 1), 0);
+    let mut counts = [0u64; 26];
+    let mut total = 0u64;
+    for (_, e) in &events {
+        let extra = e.get("extra").as_str().unwrap();
+        for b in extra.bytes() {
+            assert!(b.is_ascii_lowercase(), "{extra}");
+            counts[usize::from(b - b'a')] += 1;
+            total += 1;
+        }
+    }
+    assert!(total > 1_000_000, "{total} letters");
+    let expected = total as f64 / 26.0;
+    for (i, c) in counts.iter().enumerate() {
+        let dev = (*c as f64 - expected).abs() / expected;
+        assert!(
+            dev < 0.03,
+            "letter {} is off by {:.2}%",
+            char::from(b'a' + i as u8),
+            dev * 100.0
+        );
+    }
+}
