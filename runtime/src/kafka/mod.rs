@@ -60,6 +60,20 @@ pub enum KafkaError {
         /// What failed.
         message: String,
     },
+    /// A topic Weir creates (a repartition topic) could not be created.
+    #[error("{owner}: creating topic '{topic}' with {partitions} partition(s) on brokers '{brokers}': {message}")]
+    CreateTopic {
+        /// `repartition 'name'`.
+        owner: String,
+        /// Bootstrap servers.
+        brokers: String,
+        /// Topic.
+        topic: String,
+        /// Partitions asked for.
+        partitions: u32,
+        /// What failed.
+        message: String,
+    },
     /// A Weir property has a bad value.
     #[error("{owner}: property {property}: {message}")]
     Property {

@@ -203,6 +203,13 @@ fn ensure_topic(source: &str, spec: &KafkaSourceSpec, wanted: u32) -> Result<u32
         })
         .unwrap_or(false);
     if !exists {
+        let create_error = |e: &dyn std::fmt::Display| KafkaError::CreateTopic {
+            owner: endpoint.owner.clone(),
+            brokers: spec.brokers.clone(),
+            topic: spec.topic.clone(),
+            partitions: wanted,
+            message: format!("{e} (create it yourself, or allow this client to create topics)"),
+        };
         let admin: AdminClient<DefaultClientContext> =
             config.create().map_err(|e| endpoint.client_error(e))?;
         let partitions = i32::try_from(wanted).unwrap_or(i32::MAX);
@@ -220,20 +227,11 @@ fn ensure_topic(source: &str, spec: &KafkaSourceSpec, wanted: u32) -> Result<u32
                         ),
                         // another pod created it first
                         Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((t, e)) => {
-                            return Err(endpoint.client_error(format!(
-                                "creating topic '{t}' with {wanted} partition(s): {e}"
-                            )))
-                        }
+                        Err((_, e)) => return Err(create_error(&e)),
                     }
                 }
             }
-            Err(e) => {
-                return Err(endpoint.client_error(format!(
-                    "creating topic '{}' with {wanted} partition(s): {e}",
-                    spec.topic
-                )))
-            }
+            Err(e) => return Err(create_error(&e)),
         }
     }
     partition_count(&endpoint, |t| {
