@@ -269,6 +269,7 @@ pub const SHARED_SUFFIXES: &[&str] = &[
     "suspend-state",
     "no-checkpoint",
     "s3",
+    "restore-bench",
 ];
 
 /// The operator shared by the lifecycle suites (release `weir-e2e`, watching the namespaces of
