@@ -288,7 +288,7 @@ def histogram_p99(metrics_text, name):
     buckets = collections.defaultdict(float)
     for line in metrics_text.splitlines():
         if line.startswith(name + "_bucket"):
-            m = re.search(r'le="([^"]+)"\}\s+(\S+)', line)
+            m = re.search(r'le="([^"]+)"[^}]*\}\s+(\S+)', line)
             if m:
                 le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
                 buckets[le] += float(m.group(2))
@@ -475,7 +475,8 @@ def write_results(results, meta, out_dir):
     for r in results:
         w, fl = r.get("weir"), r.get("flink")
         if r.get("not_expressible"):
-            fe = fmt_num(r["events"] / fl["cpu_s"]) if fl and fl.get("rc") == 0 else "-"
+            fe = (fmt_num(r["events"] / fl["cpu_s"]) if fl and fl.get("rc") == 0
+                  else f"did not finish (stopped after {fl['cpu_s']:.0f} CPU-s)" if fl else "-")
             lines.append(f"| {r['name']} | {r['events']:,} | {r['not_expressible']} | {fe} | | | | | "
                          f"{fmt_num(fl['wall_s'], 1) if fl else '-'} | | "
                          f"{fmt_num(fl['peak_rss_kib'] / 1024, 0) if fl else '-'} | | | "
@@ -483,6 +484,8 @@ def write_results(results, meta, out_dir):
             continue
         wv = r["events"] / w["cpu_s"] if w and w["rc"] == 0 else None
         fv = r["events"] / fl["cpu_s"] if fl and fl["rc"] == 0 else None
+        ftext = (fmt_num(fv) if fv else f"did not finish (stopped after {fl['cpu_s']:.0f} CPU-s)"
+                 if fl else "-")
         fx = (r["events"] / (fl["cpu_s"] - fl["startup_cpu_s"])
               if fl and fl["rc"] == 0 and fl.get("startup_cpu_s") else None)
         ratio = f"{wv / fv:.1f}×" if wv and fv else "-"
@@ -507,13 +510,16 @@ def write_results(results, meta, out_dir):
         lat = (("≤ " + fmt_num(p99 * 1000, 1) + " ms" if p99 is not None else "-") + " / "
                + (fmt_num(fp99 * 1000, 1) + " ms" if fp99 is not None else "-"))
         lines.append(
-            f"| {r['name']} | {r['events']:,} | {fmt_num(wv)} | {fmt_num(fv)} | {ratio} | {fmt_num(fx)} | {gtext} | "
+            f"| {r['name']} | {r['events']:,} | {fmt_num(wv)} | {ftext} | {ratio} | {fmt_num(fx)} | {gtext} | "
             f"{fmt_num(w['wall_s'], 1) if w else '-'} | {fmt_num(fl['wall_s'], 1) if fl else '-'} | "
             f"{fmt_num(w['peak_rss_kib'] / 1024, 1) if w else '-'} | "
             f"{fmt_num(fl['peak_rss_kib'] / 1024, 0) if fl else '-'} | {rss_ratio} | "
             f"{ckpt_text(w['checkpoints'], 'max_ms_retained') if w else '-'} | "
             f"{ckpt_text(fl['checkpoints']) if fl else '-'} | "
             f"{lat} | {same} |")
+    for note in ("latency_note", "notes"):
+        if meta.get(note):
+            lines += ["", meta[note]]
     lines += ["", "What was compared for \"same result?\":", ""]
     for r in results:
         if not r.get("not_expressible"):
@@ -551,6 +557,9 @@ def main():
     ap.add_argument("--work", default=os.environ.get("WEIR_BENCH_WORK", "/tmp/weir-bench"))
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     ap.add_argument("--build", action="store_true", help="rebuild weir-runtime even if it exists")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other engines' figures from the existing results.json and replace "
+                    "only what this run measures (same benchmarks and event counts expected)")
     args = ap.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     for n in names:
@@ -608,6 +617,27 @@ def main():
                 files = row[e].pop("files")
                 row[e]["output_rows"] = None if files is None else sum(1 for _ in read_rows(files))
         results.append(row)
+    if args.merge and os.path.exists(os.path.join(args.results, "results.json")):
+        with open(os.path.join(args.results, "results.json")) as f:
+            old = json.load(f)
+        fresh = {r["name"]: r for r in results}
+        merged = []
+        for r in old["results"]:
+            new_row = fresh.pop(r["name"], None)
+            if new_row:
+                if new_row["events"] != r["events"]:
+                    sys.exit(f"--merge: {r['name']} has {r['events']} events in results.json, "
+                             f"{new_row['events']} now")
+                for k, v in new_row.items():
+                    if k in ("weir", "weir_gen", "flink", "weir_gen_same_as_file"):
+                        r[k] = v
+                r.setdefault("merged_at", []).append(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+            merged.append(r)
+        merged.extend(fresh.values())
+        results = merged
+        meta["merged_into"] = old["meta"]
+        for k in ("started", "load_before", "inputs"):
+            meta[k] = old["meta"][k]
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     meta["load_after"] = load_average()
     write_results(results, meta, args.results)
