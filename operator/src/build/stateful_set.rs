@@ -100,6 +100,14 @@ fn pod_template(job: &StreamJob, id: &JobIdentity, revision: &str) -> PodTemplat
             containers: vec![container(job, id)],
             volumes: Some(volumes),
             service_account_name: user.service_account_name.clone(),
+            // On SIGTERM the runtime takes a final checkpoint, bounded by twice the
+            // checkpoint timeout (one may already be running); leave it the time to finish.
+            termination_grace_period_seconds: Some(
+                i64::try_from(job.spec.checkpoint.timeout.0.as_secs())
+                    .unwrap_or(i64::MAX / 4)
+                    .saturating_mul(2)
+                    .saturating_add(15),
+            ),
             node_selector: non_empty_map(&user.node_selector),
             tolerations: non_empty_vec(&user.tolerations),
             ..PodSpec::default()
@@ -280,6 +288,8 @@ mod tests {
             Some(&["worker", "--config", "/etc/weir/job.yaml"].map(String::from)[..])
         );
         assert_eq!(env_value(&pod, "WEIR_REPLICAS").as_deref(), Some("2"));
+        // the runtime's final checkpoint on SIGTERM fits in the grace period
+        assert!(pod.termination_grace_period_seconds.unwrap_or(30) > 2 * 60);
         assert_eq!(
             env_value(&pod, "WEIR_RESTORE_FROM").as_deref(),
             Some("latest")
