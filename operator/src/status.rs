@@ -383,6 +383,9 @@ mod tests {
         let patch = merge_patch(&StreamJobStatus::default());
         assert!(patch["status"]["message"].is_null());
         assert!(patch["status"].get("message").is_some());
-        assert!(patch["status"].get("checkpoint").is_none());
+        // the controller owns checkpoint and restores; health and alerts are the health loop's
+        assert!(patch["status"].get("checkpoint").is_some());
+        assert!(patch["status"].get("health").is_none());
+        assert!(patch["status"].get("activeAlerts").is_none());
     }
 }
