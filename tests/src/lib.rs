@@ -379,9 +379,12 @@ pub fn job_manifest(name: &str, parallelism: i32) -> serde_json::Value {
             "parallelism": parallelism,
             "podTemplate": {
                 "labels": {"team": "e2e"},
-                "env": [{"name": "RUST_LOG", "value": "info"}]
+                "env": [{"name": "RUST_LOG", "value": "info"}],
+                // every pod of a job must see the same checkpoint storage (the node's disk)
+                "volumes": [{"name": "ckpt", "hostPath": {"path": "/tmp/weir-e2e-checkpoints", "type": "DirectoryOrCreate"}}],
+                "volumeMounts": [{"name": "ckpt", "mountPath": "/ckpt"}]
             },
-            "checkpoint": {"interval": "10s", "storage": "file:///tmp/weir-checkpoints"},
+            "checkpoint": {"interval": "2s", "storage": "file:///ckpt"},
             "pipeline": {
                 "sources": [{"name": "gen", "generator": {"kind": "nexmark", "rate": 10, "partitions": 4}}],
                 "operators": [{"name": "bids", "input": "gen", "filter": "e.type == 'bid'"}],
