@@ -18,7 +18,11 @@ pub struct AdminTarget {
 impl AdminTarget {
     /// The admin server of a runtime pod.
     pub fn of(pod: &Pod) -> Self {
-        let port = ADMIN_PORT;
+        Self::with_port(pod, ADMIN_PORT)
+    }
+
+    /// The admin server of a runtime pod listening on `port`.
+    pub fn with_port(pod: &Pod, port: impl std::fmt::Display) -> Self {
         let base = pod
             .status
             .as_ref()

@@ -3,6 +3,7 @@
 //! are not scraped, and a failed scrape becomes the pod's `body` error.
 
 use crate::alerting::aggregate::{JobScrape, PodScrape};
+use crate::pod_admin::{is_ready, AdminTarget};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Pod;
 use std::time::Duration;
@@ -26,11 +27,9 @@ pub struct PodTarget {
 impl PodTarget {
     /// The target for a runtime pod whose admin server listens on `admin_port`.
     pub fn from_pod(pod: &Pod, admin_port: u16) -> Self {
-        let status = pod.status.as_ref();
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        let container_restarts = status
+        let container_restarts = pod
+            .status
+            .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
             .map(|cs| {
                 cs.iter()
@@ -38,20 +37,11 @@ impl PodTarget {
                     .sum()
             })
             .unwrap_or(0);
-        let url = status
-            .and_then(|s| s.pod_ip.as_ref())
-            .filter(|ip| !ip.is_empty())
-            .map(|ip| {
-                if ip.contains(':') {
-                    format!("http://[{ip}]:{admin_port}/metrics")
-                } else {
-                    format!("http://{ip}:{admin_port}/metrics")
-                }
-            });
+        let admin = AdminTarget::with_port(pod, admin_port);
         PodTarget {
-            pod: pod.metadata.name.clone().unwrap_or_default(),
-            url,
-            ready,
+            pod: admin.pod,
+            url: admin.base.map(|b| format!("{b}/metrics")),
+            ready: is_ready(pod),
             container_restarts,
         }
     }
