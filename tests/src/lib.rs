@@ -460,6 +460,33 @@ pub async fn http_get_host(host: &str, port: u16, path: &str) -> Result<String> 
     Ok(out)
 }
 
+/// The IP of pod `namespace/pod`.
+pub async fn pod_ip(client: &Client, namespace: &str, pod: &str) -> Result<String> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(pod)
+        .await?
+        .status
+        .and_then(|s| s.pod_ip)
+        .with_context(|| format!("pod {namespace}/{pod} has no IP"))
+}
+
+/// The body of a raw HTTP response.
+pub fn http_body(raw: &str) -> &str {
+    raw.split_once("\r\n\r\n").map_or(raw, |(_, b)| b).trim()
+}
+
+/// `/status` of a runtime pod's admin server (the tests run on the node, so pod IPs are
+/// reachable).
+pub async fn runtime_pod_status(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+) -> Result<serde_json::Value> {
+    let ip = pod_ip(client, namespace, pod).await?;
+    let raw = http_get_host(&ip, 8081, "/status").await?;
+    serde_json::from_str(http_body(&raw)).with_context(|| format!("status of {pod}: {raw}"))
+}
+
 /// Events (events.k8s.io/v1) about object `name` in `namespace`, as (type, reason, note).
 pub async fn events_about(
     client: &Client,

@@ -198,7 +198,12 @@ fn completed_checkpoints(storage_root: &Path, ns: &str, job: &str) -> Vec<u64> {
 }
 
 /// Waits until the job is Running and has completed a checkpoint; returns the newest id.
-async fn running_with_checkpoint(client: &Client, ns: &str, job: &str, dir: &Path) -> Result<u64> {
+async fn running_with_checkpoint(
+    client: &Client,
+    ns: &str,
+    job: &str,
+    storage_root: &Path,
+) -> Result<u64> {
     status_where(client, ns, job, "phase Running", |s| {
         s["phase"] == "Running"
     })
@@ -207,7 +212,7 @@ async fn running_with_checkpoint(client: &Client, ns: &str, job: &str, dir: &Pat
         "a completed checkpoint in storage",
         Duration::from_secs(60),
         || async {
-            match completed_checkpoints(&dir.join("ckpt"), ns, job).last() {
+            match completed_checkpoints(storage_root, ns, job).last() {
                 Some(id) => Ok(Some(*id)),
                 None => Err("none yet".to_string()),
             }
@@ -216,20 +221,37 @@ async fn running_with_checkpoint(client: &Client, ns: &str, job: &str, dir: &Pat
     .await
 }
 
-/// `/status` of a runtime pod (the test runs on the node, so pod IPs are reachable).
-async fn pod_runtime_status(client: &Client, ns: &str, pod: &str) -> Result<serde_json::Value> {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    let ip = pods
-        .get(pod)
-        .await?
-        .status
-        .and_then(|s| s.pod_ip)
-        .context("pod has no IP")?;
-    let body = http_get_host(&ip, 8081, "/status").await?;
-    let json = body
-        .split_once("\r\n\r\n")
-        .map_or(body.as_str(), |(_, b)| b);
-    serde_json::from_str(json.trim()).with_context(|| format!("status body: {body}"))
+/// Force-deletes the job's pod mid-stream and checks that the replacement restores a
+/// checkpoint at least as new as `seen` (the runtime picks the newest complete one).
+async fn crash_and_check_restore(client: &Client, ns: &str, seen: u64) -> Result<()> {
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .delete(
+            "win-0",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await?;
+    let restored = wait_for(
+        "the replacement pod to report its restore",
+        Duration::from_secs(120),
+        || async {
+            let st = runtime_pod_status(client, ns, "win-0")
+                .await
+                .map_err(|e| e.to_string())?;
+            match st["restoredFrom"].as_u64() {
+                Some(id) if st["phase"] != "Restoring" => Ok(Some(id)),
+                _ => Err(st.to_string()),
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        restored >= seen,
+        "restored {restored}, but checkpoint {seen} had completed before the crash"
+    );
+    Ok(())
 }
 
 async fn merge_spec(client: &Client, ns: &str, job: &str, spec: serde_json::Value) -> Result<()> {
@@ -256,7 +278,7 @@ async fn upgrade_mid_stream_restores_the_final_checkpoint_exactly_once() -> Resu
     let ns = &ns.name;
     let expected = spawn_expected(&dir);
     apply_job(&client, ns, &stateful_job("win", &dir)).await?;
-    running_with_checkpoint(&client, ns, "win", &dir).await?;
+    running_with_checkpoint(&client, ns, "win", &dir.join("ckpt")).await?;
     let before = job_status(&client, ns, "win")
         .await
         .map_err(anyhow::Error::msg)?;
@@ -303,35 +325,8 @@ async fn a_crashed_pod_restores_the_latest_checkpoint_exactly_once() -> Result<(
     let ns = &ns.name;
     let expected = spawn_expected(&dir);
     apply_job(&client, ns, &stateful_job("win", &dir)).await?;
-    let seen = running_with_checkpoint(&client, ns, "win", &dir).await?;
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    pods.delete(
-        "win-0",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..DeleteParams::default()
-        },
-    )
-    .await?;
-    // the replacement restores the newest complete checkpoint (the runtime chooses it)
-    let restored = wait_for(
-        "the replacement pod to report its restore",
-        Duration::from_secs(120),
-        || async {
-            let st = pod_runtime_status(&client, ns, "win-0")
-                .await
-                .map_err(|e| e.to_string())?;
-            match st["restoredFrom"].as_u64() {
-                Some(id) if st["phase"] != "Restoring" => Ok(Some(id)),
-                _ => Err(st.to_string()),
-            }
-        },
-    )
-    .await?;
-    ensure!(
-        restored >= seen,
-        "restored {restored}, but checkpoint {seen} had completed before the crash"
-    );
+    let seen = running_with_checkpoint(&client, ns, "win", &dir.join("ckpt")).await?;
+    crash_and_check_restore(&client, ns, seen).await?;
     assert_exactly_once(&dir, &expected.await??).await
 }
 
@@ -344,7 +339,7 @@ async fn suspend_and_resume_keep_state_and_a_corrupt_newest_checkpoint_is_walked
     let ns = &ns.name;
     let expected = spawn_expected(&dir);
     apply_job(&client, ns, &stateful_job("win", &dir)).await?;
-    running_with_checkpoint(&client, ns, "win", &dir).await?;
+    running_with_checkpoint(&client, ns, "win", &dir.join("ckpt")).await?;
 
     // suspend: final checkpoint, then no pods
     merge_spec(
@@ -435,7 +430,7 @@ async fn no_restorable_checkpoint_fails_the_job_until_allowed() -> Result<()> {
     };
     let ns = &ns.name;
     apply_job(&client, ns, &stateful_job("win", &dir)).await?;
-    running_with_checkpoint(&client, ns, "win", &dir).await?;
+    running_with_checkpoint(&client, ns, "win", &dir.join("ckpt")).await?;
     merge_spec(
         &client,
         ns,
@@ -584,49 +579,8 @@ async fn s3_checkpoints_survive_a_crash_and_a_missing_secret_is_reported() -> Re
         .await?;
 
     // checkpoints land in the bucket (s3s-fs keeps objects as files)
-    let s3_dir = dir.join("s3");
-    status_where(&client, ns, "win", "phase Running", |s| {
-        s["phase"] == "Running"
-    })
-    .await?;
-    let seen = wait_for(
-        "a completed checkpoint in S3",
-        Duration::from_secs(60),
-        || async {
-            match completed_checkpoints(&s3_dir.join("ckpts/weir"), ns, "win").last() {
-                Some(id) => Ok(Some(*id)),
-                None => Err("none yet".to_string()),
-            }
-        },
-    )
-    .await?;
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    pods.delete(
-        "win-0",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..DeleteParams::default()
-        },
-    )
-    .await?;
-    let restored = wait_for(
-        "the replacement pod to report its restore",
-        Duration::from_secs(120),
-        || async {
-            let st = pod_runtime_status(&client, ns, "win-0")
-                .await
-                .map_err(|e| e.to_string())?;
-            match st["restoredFrom"].as_u64() {
-                Some(id) if st["phase"] != "Restoring" => Ok(Some(id)),
-                _ => Err(st.to_string()),
-            }
-        },
-    )
-    .await?;
-    ensure!(
-        restored >= seen,
-        "restored {restored}, but {seen} had completed"
-    );
+    let seen = running_with_checkpoint(&client, ns, "win", &dir.join("s3/ckpts/weir")).await?;
+    crash_and_check_restore(&client, ns, seen).await?;
     assert_exactly_once(&dir, &expected.await??).await?;
     drop(s3);
     Ok(())

@@ -12,7 +12,7 @@
 //! ```
 
 use anyhow::{ensure, Context, Result};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weir_e2e::*;
@@ -42,26 +42,9 @@ fn job(dir: &Path, events: u64) -> serde_json::Value {
     })
 }
 
-async fn pod_status(client: &kube::Client, ns: &str) -> Result<serde_json::Value> {
-    let ip = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
-        .get(&format!("{JOB}-0"))
-        .await?
-        .status
-        .and_then(|s| s.pod_ip)
-        .context("no pod IP")?;
-    let raw = http_get_host(&ip, 8081, "/status").await?;
-    let body = raw.split_once("\r\n\r\n").map_or(raw.as_str(), |(_, b)| b);
-    Ok(serde_json::from_str(body.trim())?)
-}
-
 async fn post_final_checkpoint(client: &kube::Client, ns: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ip = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
-        .get(&format!("{JOB}-0"))
-        .await?
-        .status
-        .and_then(|s| s.pod_ip)
-        .context("no pod IP")?;
+    let ip = pod_ip(client, ns, &format!("{JOB}-0")).await?;
     let mut s = tokio::net::TcpStream::connect((ip.as_str(), 8081)).await?;
     s.write_all(
         format!("POST /checkpoint?final=true HTTP/1.1\r\nHost: {ip}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -105,7 +88,9 @@ async fn main() -> Result<()> {
         "the input to be consumed",
         Duration::from_secs(1800),
         || async {
-            let st = pod_status(&client, &ns).await.map_err(|e| e.to_string())?;
+            let st = runtime_pod_status(&client, &ns, &format!("{JOB}-0"))
+                .await
+                .map_err(|e| e.to_string())?;
             let done = st["tasks"].as_array().is_some_and(|t| {
                 !t.is_empty()
                     && t.iter()
@@ -126,10 +111,7 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let reply = post_final_checkpoint(&client, &ns).await?;
     let final_s = t.elapsed().as_secs_f64();
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map_or(reply.as_str(), |(_, b)| b);
-    let final_id = serde_json::from_str::<serde_json::Value>(body.trim())?["checkpointId"]
+    let final_id = serde_json::from_str::<serde_json::Value>(http_body(&reply))?["checkpointId"]
         .as_u64()
         .with_context(|| format!("final checkpoint reply: {reply}"))?;
     let size = marker_size(&dir, &ns, final_id).unwrap_or(0);
