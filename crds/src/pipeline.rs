@@ -647,6 +647,13 @@ pub struct SinkSpec {
     /// Print records to standard output (at-least-once; for debugging).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout: Option<StdoutSinkSpec>,
+    /// Most records per second each task writes to this sink. Over the limit the task stops
+    /// reading its inputs until the sink has caught up, so the job is backpressured exactly as
+    /// by a slow external system (`weir_task_backpressured_ms_total` rises). Unset: no limit.
+    /// Use it to protect a downstream system, or to rehearse backpressure alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub max_records_per_second: Option<f64>,
     /// Fields this version of Weir does not know; reported by validation.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]

@@ -252,6 +252,14 @@ impl Validator {
             if let Err(m) = resolve_input(&s.input, &sources, &operators) {
                 self.err(format!("{f}.input"), m);
             }
+            if let Some(rate) = s.max_records_per_second {
+                if !(rate.is_finite() && rate > 0.0) {
+                    self.err(
+                        format!("{f}.maxRecordsPerSecond"),
+                        format!("must be a positive number of records per second, got {rate}"),
+                    );
+                }
+            }
             if let Some(k) = &s.kafka {
                 if k.brokers.trim().is_empty() {
                     self.err(format!("{f}.kafka.brokers"), "must not be empty");
@@ -604,6 +612,21 @@ mod tests {
             errs[0].message.contains("unknown operator type"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn a_sink_rate_limit_must_be_positive() {
+        let limited = OK.replace(
+            "{name: out, input: w, stdout: {}}",
+            "{name: out, input: w, stdout: {}, maxRecordsPerSecond: 2.5}",
+        );
+        let s = spec(&limited);
+        assert_eq!(s.pipeline.sinks[0].max_records_per_second, Some(2.5));
+        assert_eq!(validate_spec(&s), vec![]);
+        let errs = validate_spec(&spec(&limited.replace("2.5", "0")));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.pipeline.sinks[0].maxRecordsPerSecond");
+        assert!(errs[0].message.contains("positive"), "{errs:?}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ use weir_expr::Value;
 
 /// Records read from one partition per batch.
 const BATCH: usize = 1024;
+/// Longest single wait for a rate-limited sink before the task checks its commands again.
+const SINK_BACKOFF_SLICE: Duration = Duration::from_millis(100);
 
 /// A task failure.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,8 @@ pub struct Task {
     finished: bool,
     busy_us: u128,
     idle_us: u128,
+    /// Records read per input per round (smaller than `BATCH` behind a rate-limited sink).
+    read_batch: usize,
     paused: bool,
 }
 
@@ -277,7 +281,7 @@ impl Task {
             };
             sink.on_restore(start.restored.as_ref().map(|m| m.checkpoint_id))
                 .map_err(|source| TaskError::Sink { task: id, source })?;
-            sinks.push(sink);
+            sinks.push(crate::sink::throttle::limit(sink, s.max_records_per_second));
         }
 
         let now = now_ms();
@@ -348,6 +352,10 @@ impl Task {
             dead_reported: 0,
             finished: false,
             busy_us: 0,
+            read_batch: crate::sink::throttle::read_batch(
+                plan.pipeline.sinks.iter().map(|s| s.max_records_per_second),
+                BATCH,
+            ),
             idle_us: 0,
             paused: false,
         };
@@ -483,7 +491,7 @@ impl Task {
             buf.clear();
             let status = self.inputs[ii]
                 .reader
-                .read(BATCH, &mut buf)
+                .read(self.read_batch, &mut buf)
                 .map_err(|source| TaskError::Source {
                     task: self.id,
                     source,
@@ -699,6 +707,23 @@ impl Task {
                 }
                 continue;
             }
+            let backoff = self.sinks.iter().map(|s| s.backoff()).max();
+            if let Some(backoff) = backoff.filter(|b| !b.is_zero()) {
+                // A rate-limited sink is ahead of its budget: read nothing until it caught up.
+                let blocked = Instant::now();
+                let command = commands.recv_timeout(backoff.min(SINK_BACKOFF_SLICE));
+                self.count_blocked(blocked.elapsed());
+                match command {
+                    Ok(cmd) => {
+                        if !self.handle(cmd, events)? {
+                            return Ok(());
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+                continue;
+            }
             let started = Instant::now();
             self.now = now_ms();
             let n = self.poll_inputs()?;
@@ -734,6 +759,20 @@ impl Task {
                     self.idle_us %= 1000;
                 }
             }
+        }
+    }
+
+    /// Time spent waiting for a rate-limited sink: backpressured, and busy (as time blocked in
+    /// a sink flush is).
+    fn count_blocked(&mut self, blocked: Duration) {
+        let us = blocked.as_micros();
+        self.metrics
+            .backpressured_ms
+            .inc_by(((us + 500) / 1000) as u64);
+        self.busy_us += us;
+        if self.busy_us >= 1000 {
+            self.metrics.busy_ms.inc_by((self.busy_us / 1000) as u64);
+            self.busy_us %= 1000;
         }
     }
 

@@ -2,8 +2,10 @@
 
 pub mod file;
 pub mod stdout;
+pub mod throttle;
 
 use crate::record::Record;
+use std::time::Duration;
 
 /// A sink operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,5 +52,11 @@ pub trait Sink: Send {
     /// Checkpoint `id` completed: make its output visible (phase two).
     fn commit(&mut self, _id: u64) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// How long the task should stop reading before it writes to this sink again (a sink
+    /// ahead of its `maxRecordsPerSecond`); zero when it takes records now. The task waits
+    /// this long (answering commands meanwhile) and counts it as backpressured time.
+    fn backoff(&self) -> Duration {
+        Duration::ZERO
     }
 }
