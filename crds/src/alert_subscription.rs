@@ -3,6 +3,7 @@
 use crate::conditions::Condition;
 use crate::duration::Dur;
 pub use crate::stream_job::Severity;
+use chrono::{DateTime, Utc};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -162,9 +163,31 @@ pub struct ChannelStatus {
     pub name: String,
     /// Whether it can be used.
     pub ready: bool,
-    /// Why not, or the last delivery outcome.
+    /// Why it cannot be used, or that it is ready.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The last message sent (or tried) on this channel, written by the alert dispatcher after
+    /// every delivery attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<ChannelDelivery>,
+}
+
+/// The outcome of the last delivery attempt on a channel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelDelivery {
+    /// When it was attempted.
+    pub time: DateTime<Utc>,
+    /// `Delivered`; or, after a failure, what happens next: `Retrying`, `Diverted` (sent to
+    /// the fallback channel instead) or `GaveUp`.
+    pub outcome: String,
+    /// The message, e.g. `[CRITICAL] ads/ctr: backpressure 0.93 is above 0.8`.
+    pub title: String,
+    /// Attempt number on this channel (1 for the first send).
+    pub attempt: u32,
+    /// The error text of a failed attempt, empty when delivered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
 }
 
 impl ChannelSpec {

@@ -8,6 +8,7 @@ use crate::alert_secrets::{read_secrets, smtp_settings, smtp_with_credentials};
 use crate::alert_state_store::StateStore;
 use crate::alerting::aggregate::{aggregate, JobScrape};
 use crate::alerting::delivery::{deliver_due, DeliveryReport};
+use crate::alerting::delivery_status::{by_subscription, with_deliveries};
 use crate::alerting::dispatch::Disposition;
 use crate::alerting::engine::{AlertEngine, EngineConfig};
 use crate::alerting::job_input::{evaluate_job, subscription};
@@ -31,7 +32,7 @@ use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
-use weir_crds::alert_subscription::AlertSubscription;
+use weir_crds::alert_subscription::{AlertSubscription, AlertSubscriptionStatus};
 use weir_crds::stream_job::StreamJobStatus;
 use weir_crds::StreamJob;
 
@@ -326,6 +327,7 @@ impl HealthLoop {
         for report in &reports {
             self.publish_delivery_event(report, &refs).await;
         }
+        self.record_deliveries(&reports, now).await;
         self.forget_deleted(&seen);
         if let Err(e) = self.store.save(&self.engine.state).await {
             tracing::warn!(error = %chain(&e), "saving the alert engine state failed");
@@ -466,6 +468,19 @@ impl HealthLoop {
         .await
     }
 
+    /// Writes each delivery's outcome into its subscription's `status.channels[].lastDelivery`.
+    async fn record_deliveries(&self, reports: &[DeliveryReport], now: DateTime<Utc>) {
+        for (key, reports) in by_subscription(reports) {
+            let Some((ns, name)) = key.split_once('/') else {
+                continue;
+            };
+            let api = self.dynamic_api(Some(ns), &self.subscription_resource);
+            if let Err(e) = patch_deliveries(&api, name, &reports, now).await {
+                tracing::warn!(subscription = %key, error = %chain(&e), "recording delivery outcomes in the AlertSubscription status failed");
+            }
+        }
+    }
+
     async fn publish_delivery_event(
         &self,
         report: &DeliveryReport,
@@ -501,6 +516,43 @@ impl HealthLoop {
             tracing::info!(job = %gone, "job gone; forgot its health and alerts");
         }
     }
+}
+
+/// Merge-patches `lastDelivery` of the reported channels on the current subscription, with its
+/// `resourceVersion` (re-read and retried on 409, so the controller's concurrent channel check
+/// and these outcomes never overwrite each other).
+async fn patch_deliveries(
+    api: &Api<DynamicObject>,
+    name: &str,
+    reports: &[&DeliveryReport],
+    now: DateTime<Utc>,
+) -> Result<(), kube::Error> {
+    for attempt in 1..=PATCH_ATTEMPTS {
+        let current = api.get(name).await?;
+        let status: AlertSubscriptionStatus = current
+            .data
+            .get("status")
+            .cloned()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
+        let channels = with_deliveries(&status.channels, reports, now);
+        if channels == status.channels {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": {"channels": channels},
+        });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.is_conflict() && attempt < PATCH_ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The Event for one delivery: (is a Warning, reason, note).

@@ -4,6 +4,7 @@
 //! Secrets too, so creating, fixing or breaking a Secret updates the status at once.
 
 use crate::alert_secrets::{read_secrets, smtp_settings, SecretsError};
+use crate::alerting::delivery_status::keep_deliveries;
 use crate::alerting::notify::ChannelResolver;
 use crate::alerting::subscription::{channels_condition, check_channels, required_secrets};
 use crate::config::RunConfig;
@@ -116,6 +117,7 @@ pub fn subscription_status(
     channels: Vec<ChannelStatus>,
     now: DateTime<Utc>,
 ) -> AlertSubscriptionStatus {
+    let channels = keep_deliveries(&previous.channels, channels);
     let valid = channels_condition(&channels);
     let usable = channels.iter().filter(|c| c.ready).count();
     let ready = if valid.is_true() {
@@ -173,9 +175,15 @@ fn with_conditions(
     status
 }
 
-/// A JSON merge patch of the whole status (this controller owns all of it).
-pub fn merge_patch(status: &AlertSubscriptionStatus) -> serde_json::Value {
+/// A JSON merge patch of the whole status (this controller owns all of it but the channels'
+/// `lastDelivery`, which the alert dispatcher writes: the patch carries `resourceVersion`, so
+/// a delivery recorded since `status` was read makes it fail with 409 rather than be lost).
+pub fn merge_patch(
+    status: &AlertSubscriptionStatus,
+    resource_version: Option<&str>,
+) -> serde_json::Value {
     serde_json::json!({
+        "metadata": {"resourceVersion": resource_version},
         "status": {
             "conditions": status.conditions,
             "channels": status.channels,
@@ -230,7 +238,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         api.patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(merge_patch(&next)),
+            &Patch::Merge(merge_patch(&next, obj.metadata.resource_version.as_deref())),
         )
         .await
         .map_err(|source| Error::PatchStatus {
@@ -243,6 +251,17 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(_obj: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::PatchStatus {
+        source: kube::Error::Api(s),
+        ..
+    } = error
+    {
+        if s.is_conflict() {
+            // The dispatcher recorded a delivery meanwhile: check again on the newer object.
+            tracing::debug!(error = %chain(error), "AlertSubscription status changed meanwhile");
+            return Action::requeue(Duration::from_secs(1));
+        }
+    }
     tracing::warn!(error = %chain(error), "AlertSubscription reconcile failed");
     Action::requeue(Duration::from_secs(30))
 }
@@ -390,11 +409,13 @@ mod tests {
             name: "webhook-0".into(),
             ready: true,
             message: "webhook channel ready".into(),
+            ..Default::default()
         };
         let broken = ChannelStatus {
             name: "slack-1".into(),
             ready: false,
             message: "channel 'slack-1': Secret 'chat' not found".into(),
+            ..Default::default()
         };
         let s = subscription_status(
             &AlertSubscriptionStatus::default(),
@@ -483,7 +504,8 @@ mod tests {
             "{}",
             ready.message
         );
-        let patch = merge_patch(&s);
+        let patch = merge_patch(&s, Some("42"));
         assert_eq!(patch["status"]["observedGeneration"], 1);
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
     }
 }

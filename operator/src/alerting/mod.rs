@@ -13,7 +13,8 @@
 //! 4. [`engine::AlertEngine::take_due`] hands out messages (rate limits, digests); the caller
 //!    sends each with a [`notify::Notifier`] built by [`notify::ChannelResolver`] and reports
 //!    the outcome with [`engine::AlertEngine::report`] (retries, fallback);
-//!    [`delivery::deliver_due`] does all of that concurrently.
+//!    [`delivery::deliver_due`] does all of that concurrently, and
+//!    [`delivery_status::with_deliveries`] records each outcome in the subscription's status.
 //! 5. [`metrics::NotificationMetrics`] counts deliveries, [`job_metrics::JobHealthMetrics`]
 //!    exports `weir_job_*`; [`subscription::check_channels`]
 //!    gives each channel's status for the AlertSubscription's status.
@@ -22,6 +23,7 @@
 
 pub mod aggregate;
 pub mod delivery;
+pub mod delivery_status;
 pub mod dispatch;
 pub mod engine;
 pub mod job_input;

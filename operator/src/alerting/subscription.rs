@@ -41,11 +41,13 @@ pub fn check_channels(
                 name,
                 ready: true,
                 message: format!("{} channel ready", n.kind()),
+                last_delivery: None,
             },
             Err(e) => ChannelStatus {
                 name,
                 ready: false,
                 message: e.to_string(),
+                last_delivery: None,
             },
         })
         .collect()
