@@ -158,6 +158,10 @@ struct OpSlot {
     ports: Vec<usize>,
     side_outputs: &'static [&'static str],
     dead_letters: u64,
+    /// The watermark this operator has been told about. It trails the task watermark while
+    /// an advance walks the chain, so records that an upstream operator emits for watermark W
+    /// reach this operator before W does and are not late here (Flink's ordering).
+    watermark: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -244,6 +248,7 @@ impl Task {
                 ports,
                 side_outputs,
                 dead_letters: 0,
+                watermark: i64::MIN,
             });
         }
         let stream_of = |name: &str| streams.iter().position(|s| s == name);
@@ -360,6 +365,7 @@ impl Task {
             paused: false,
         };
         for slot in task.ops.iter_mut() {
+            slot.watermark = watermark;
             slot.op
                 .on_start(&slot.handle)
                 .map_err(|source| TaskError::Operator { task: id, source })?;
@@ -399,7 +405,7 @@ impl Task {
                     Consumer::Op { op, input } => {
                         let slot = &mut self.ops[op];
                         let mut ctx = Context::new(
-                            self.watermark,
+                            slot.watermark,
                             self.now,
                             slot.side_outputs,
                             &mut self.out_buf,
@@ -434,7 +440,7 @@ impl Task {
     ) -> Result<(), TaskError> {
         let slot = &mut self.ops[idx];
         let mut ctx = Context::new(
-            self.watermark,
+            slot.watermark,
             self.now,
             slot.side_outputs,
             &mut self.out_buf,
@@ -458,7 +464,10 @@ impl Task {
             return Ok(());
         }
         self.watermark = wm;
+        // Operators are in topological order: each one sees the new watermark only after
+        // everything its upstream operators emitted for it has been processed.
         for idx in 0..self.ops.len() {
+            self.ops[idx].watermark = wm;
             self.call_op(idx, |op, ctx| op.on_watermark(ctx))?;
             while let Some(t) = self.ops[idx].timers.pop_due(TimeDomain::EventTime, wm) {
                 self.call_op(idx, |op, ctx| op.on_timer(t, ctx))?;
