@@ -17,6 +17,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
+pub mod dingtalk;
+pub mod smtp_sink;
+
 /// Namespace of the operator release shared by the lifecycle suites.
 pub const OPERATOR_NAMESPACE: &str = "weir-e2e";
 /// Helm release name of that operator.
@@ -185,6 +188,16 @@ pub async fn images() -> Result<String> {
 
 /// Installs or upgrades an operator release and waits until its pods are ready.
 pub async fn install(client: &Client, release: &Release<'_>) -> Result<()> {
+    install_with(client, release, &[]).await
+}
+
+/// [`install`] with extra chart values, each passed as `--set-string key=value` (e.g.
+/// `("alerting.scrapeInterval", "5s")`).
+pub async fn install_with(
+    client: &Client,
+    release: &Release<'_>,
+    values: &[(&str, String)],
+) -> Result<()> {
     let tag = images().await?;
     let helm = repo_root().join("tests/cluster/helm.py");
     let watch = format!("watchNamespaces={{{}}}", release.watch_namespaces.join(","));
@@ -212,6 +225,10 @@ pub async fn install(client: &Client, release: &Release<'_>) -> Result<()> {
     args.extend(["--set", "logLevel=debug"]);
     if !release.watch_namespaces.is_empty() {
         args.extend(["--set", &watch]);
+    }
+    let extra: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for value in &extra {
+        args.extend(["--set-string", value]);
     }
     run(&helm.to_string_lossy(), &args)?;
     wait_operator_ready(client, release.namespace, release.name).await

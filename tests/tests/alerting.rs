@@ -3,7 +3,16 @@
 //! severity to AlertSubscriptions; breaking one subscription's Secret marks that channel
 //! invalid while the other subscription keeps delivering.
 //!
-//! The runtime has no way to throttle a sink, so alerts are made to fire on purpose:
+//! - `a_throttled_sink_pages_by_severity_and_resolves` (real runtime only): a job whose sink has
+//!   `maxRecordsPerSecond` is really backpressured; the critical subscriber gets an email (real
+//!   SMTP server, `aiosmtpd`) and a DingTalk message (the receiver checks the signature as
+//!   DingTalk does) and the warning subscriber its webhook, within two scrape intervals (5 s)
+//!   of the job running; lifting the throttle sends both a resolved message; a plain upgrade
+//!   pages no one; breaking the DingTalk Secret sets `ChannelsValid=False` while email still
+//!   delivers, and `status.channels[].lastDelivery` gives each channel's outcome and error.
+//!   Its operator release (admin port 18092) runs with the chart's `alerting.*` values.
+//!
+//! The other two make alerts fire without a throttle:
 //! - `severity_routing_and_a_broken_secret` works with any runtime image (also the e2e
 //!   stand-in): a job with an invalid spec is `Failed` (`jobFailed`, critical), and a running
 //!   job whose `status.restores` records a fallback restore raises `restoreFellBack` (warning).
@@ -14,7 +23,7 @@
 //!   stand-in.
 //!
 //! Each test installs its own operator release (`weir-e2e-op-<test>`) watching only its
-//! namespace (admin ports 18090/18091), so it does not restart the shared release other suites use. The webhook
+//! namespace (admin ports 18090/18091/18092), so it does not restart the shared release other suites use. The webhook
 //! receiver listens on 127.0.0.1 in the test process; the operator runs with hostNetwork.
 
 use anyhow::{ensure, Context as _, Result};
@@ -29,9 +38,17 @@ use weir_e2e::*;
 /// One received webhook: (path, body).
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 
+/// The receiver's answer to one request (path with query, body): status and body.
+type Respond = fn(&str, &str) -> (u16, String);
+
 /// An HTTP receiver on the node (the operator runs with hostNetwork, so it reaches loopback):
 /// answers 200 to every POST and records path and body.
 async fn start_receiver() -> Result<(u16, Received)> {
+    start_receiver_with(|_, _| (200, String::new())).await
+}
+
+/// [`start_receiver`] answering each request with `respond`.
+async fn start_receiver_with(respond: Respond) -> Result<(u16, Received)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     let received: Received = Arc::default();
@@ -66,14 +83,15 @@ async fn start_receiver() -> Result<(u16, Received)> {
                         continue;
                     }
                     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let (code, answer) = respond(&path, body);
                     if let Ok(mut r) = store.lock() {
                         r.push((path, body.to_string()));
                     }
-                    let _ = stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
+                    let response = format!(
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
                     return;
                 }
             });
@@ -87,7 +105,7 @@ fn bodies_to(received: &Received, path: &str) -> Vec<String> {
         .lock()
         .map(|r| {
             r.iter()
-                .filter(|(p, _)| p == path)
+                .filter(|(p, _)| p.split('?').next() == Some(path))
                 .map(|(_, b)| b.clone())
                 .collect()
         })
@@ -421,4 +439,441 @@ async fn health_thresholds_fire_on_a_healthy_job() -> Result<()> {
         "the critical subscriber got the warning: {critical:?}"
     );
     break_one_secret(&s, "alerted").await
+}
+
+/// The DingTalk robot's signing secret in the throttle test.
+const DINGTALK_SECRET: &str = "SECe2e-throttle-0123456789";
+/// The operator's scrape interval in the throttle test.
+const FAST_SCRAPE: Duration = Duration::from_secs(5);
+
+/// A DingTalk robot: verifies the signature as DingTalk documents it and answers like DingTalk
+/// (errcode 0, or 310000 when the signature does not match). Other paths get 200.
+fn dingtalk_robot(path: &str, _body: &str) -> (u16, String) {
+    if !path.starts_with("/dingtalk") {
+        return (200, String::new());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    match weir_e2e::dingtalk::verify(path, DINGTALK_SECRET, now) {
+        Ok(()) => (200, r#"{"errcode":0,"errmsg":"ok"}"#.into()),
+        Err(e) => (
+            200,
+            serde_json::json!({"errcode": 310000, "errmsg": format!("sign not match: {e}")})
+                .to_string(),
+        ),
+    }
+}
+
+/// DingTalk requests received, each with whether its signature verified.
+fn dingtalk_received(received: &Received) -> Vec<(bool, String)> {
+    received
+        .lock()
+        .map(|r| {
+            r.iter()
+                .filter(|(p, _)| p.starts_with("/dingtalk"))
+                .map(|(p, b)| {
+                    let ok = weir_e2e::dingtalk::verify(p, DINGTALK_SECRET, now_ms()).is_ok();
+                    (ok, b.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// What each subscriber has received so far: (emails, DingTalk bodies, team webhook bodies).
+fn inbox(smtp: &weir_e2e::smtp_sink::SmtpSink, received: &Received) -> (usize, usize, usize) {
+    (
+        smtp.mails().len(),
+        dingtalk_received(received).len(),
+        bodies_to(received, "/team").len(),
+    )
+}
+
+/// The job of the throttle test: a 40 records/s generator whose sink takes at most
+/// `limit` records per second per task (none: unthrottled), with backpressure thresholds
+/// 0.5 (warning) and 0.8 (critical) that hold at once (`for: 0s`).
+fn throttled_job(limit: Option<f64>, rate: u64) -> serde_json::Value {
+    let mut job = job_manifest("throttled", 1);
+    job["spec"]["pipeline"]["sources"][0]["generator"]["rate"] = rate.into();
+    if let Some(limit) = limit {
+        job["spec"]["pipeline"]["sinks"][0]["maxRecordsPerSecond"] = limit.into();
+    }
+    job["spec"]["alerting"] = serde_json::json!({"rules": {
+        "backpressureHigh": {"warning": 0.5, "critical": 0.8, "for": "0s"},
+    }});
+    job
+}
+
+/// Waits for the job to run its current generation with all pods ready; returns when.
+async fn wait_running(client: &Client, ns: &str) -> Result<std::time::Instant> {
+    wait_observed(client, ns, "throttled").await?;
+    wait_for(
+        "throttled Running and Ready",
+        Duration::from_secs(240),
+        || async {
+            let st = job_status(client, ns, "throttled").await?;
+            let ready = condition(&st, "Ready").is_some_and(|c| c["status"] == "True");
+            if ready && st["phase"] == "Running" {
+                Ok(Some(std::time::Instant::now()))
+            } else {
+                Err(st.to_string())
+            }
+        },
+    )
+    .await
+}
+
+/// `lastDelivery` of channel `name` in a subscription's status.
+async fn last_delivery(
+    client: &Client,
+    ns: &str,
+    sub: &str,
+    name: &str,
+) -> Result<serde_json::Value, String> {
+    let obj = subscriptions(client, ns)
+        .get(sub)
+        .await
+        .map_err(|e| e.to_string())?;
+    let channels = obj.data["status"]["channels"].clone();
+    channels
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .map(|c| c["lastDelivery"].clone())
+        .filter(|d| !d.is_null())
+        .ok_or_else(|| format!("no lastDelivery for {name}: {channels}"))
+}
+
+/// A throttled sink really backpressures the job: the critical subscriber gets an email (real
+/// SMTP server) and a signed DingTalk message, the warning subscriber its webhook, within two
+/// scrape intervals of the job running throttled; lifting the throttle resolves it for both;
+/// an upgrade alone pages no one; a broken DingTalk Secret is a condition on the subscription
+/// while email still delivers, and each channel's `lastDelivery` says what happened.
+#[tokio::test]
+async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
+    const TEST: &str = "alert-throttle";
+    if runtime_image().contains("standin") {
+        println!("{TEST}: skipped: needs the real runtime's sink throttle, WEIR_E2E_RUNTIME_IMAGE is the stand-in");
+        return Ok(());
+    }
+    if !enabled(TEST) {
+        return Ok(());
+    }
+    let client = client().await?;
+    images().await?;
+    run(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            TEST_MANAGER,
+            "-f",
+            "crds/alertsubscription.yaml",
+        ],
+    )?;
+    let namespace = TestNamespace::create(&client, TEST).await?;
+    let ns = namespace.name.as_str();
+    let smtp = weir_e2e::smtp_sink::SmtpSink::start(TEST)?;
+    let release = format!("weir-e2e-op-{TEST}");
+    install_with(
+        &client,
+        &Release {
+            name: &release,
+            namespace: &release,
+            admin_port: 18092,
+            lease_name: &release,
+            watch_namespaces: &[ns],
+        },
+        &[
+            ("alerting.scrapeInterval", "5s".into()),
+            ("alerting.smtp.host", "127.0.0.1".into()),
+            ("alerting.smtp.port", smtp.port.to_string()),
+            ("alerting.smtp.tls", "none".into()),
+            ("alerting.smtp.from", "Weir <weir@e2e.test>".into()),
+        ],
+    )
+    .await?;
+    let (port, received) = start_receiver_with(dingtalk_robot).await?;
+    let ding_url = format!("http://127.0.0.1:{port}/dingtalk?access_token=e2e");
+    apply_secret(
+        &client,
+        ns,
+        "dingtalk",
+        serde_json::json!({"url": ding_url, "secret": DINGTALK_SECRET}),
+    )
+    .await?;
+    let team_url = format!("http://127.0.0.1:{port}/team");
+    apply_secret(
+        &client,
+        ns,
+        "team-hook",
+        serde_json::json!({"url": team_url}),
+    )
+    .await?;
+    let subs = subscriptions(&client, ns);
+    let sub = |name: &str, min: &str, channels: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "AlertSubscription",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"team": "e2e"}},
+                "minSeverity": min,
+                "repeatInterval": "1h",
+                "sendResolved": true,
+                "channels": channels,
+            }
+        })
+    };
+    apply(
+        &subs,
+        sub(
+            "oncall",
+            "critical",
+            serde_json::json!([
+                {"name": "mail", "email": {"to": ["oncall@e2e.test"]}},
+                {"name": "ding", "dingtalk": {
+                    "urlSecret": {"name": "dingtalk", "key": "url"},
+                    "signSecret": {"name": "dingtalk", "key": "secret"}}},
+            ]),
+        ),
+    )
+    .await?;
+    apply(
+        &subs,
+        sub(
+            "team",
+            "warning",
+            serde_json::json!([{"name": "hook", "webhook": {"urlSecret": {"name": "team-hook", "key": "url"}}}]),
+        ),
+    )
+    .await?;
+    for name in ["oncall", "team"] {
+        wait_for(
+            &format!("AlertSubscription {name} Ready"),
+            Duration::from_secs(60),
+            || async {
+                let c = subscription_condition(&client, ns, name, "Ready").await?;
+                if c["status"] == "True" {
+                    Ok(Some(()))
+                } else {
+                    Err(c.to_string())
+                }
+            },
+        )
+        .await?;
+    }
+
+    // 1–2. Throttled from the start: 40 records/s in, at most 2/s out per task.
+    apply_job(&client, ns, &throttled_job(Some(2.0), 40)).await?;
+    let running = wait_running(&client, ns).await?;
+    let st = wait_for(
+        "Backpressured=True from the throttled sink",
+        Duration::from_secs(120),
+        || async {
+            let st = job_status(&client, ns, "throttled").await?;
+            let bp = condition(&st, "Backpressured").is_some_and(|c| c["status"] == "True");
+            if bp {
+                Ok(Some(st))
+            } else {
+                Err(st.to_string())
+            }
+        },
+    )
+    .await?;
+    let backpressure = st["health"]["backpressure"].as_f64().unwrap_or_default();
+    ensure!(backpressure >= 0.8, "backpressure {backpressure}: {st}");
+    let subject_prefix = format!("[CRITICAL] {ns}/throttled:");
+    wait_for(
+        "the critical email, the DingTalk message and the team webhook",
+        Duration::from_secs(120),
+        || async {
+            let mails = smtp.mails();
+            let mail = mails.iter().any(|m| m.subject.starts_with(&subject_prefix));
+            let ding = dingtalk_received(&received)
+                .iter()
+                .any(|(ok, b)| *ok && b.contains("backpressured"));
+            let team = bodies_to(&received, "/team")
+                .iter()
+                .any(|b| b.contains("backpressureHigh") && b.contains("\"firing\""));
+            if mail && ding && team {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "mail {mail}, dingtalk {ding}, team {team}; mails {mails:?}"
+                ))
+            }
+        },
+    )
+    .await?;
+    let took = running.elapsed();
+    println!("{TEST}: paged {took:?} after the throttled job was Running (scrape interval {FAST_SCRAPE:?})");
+    // The first scrape after the pods are ready is the baseline, the second gives the rate.
+    ensure!(
+        took <= 2 * FAST_SCRAPE + Duration::from_secs(10),
+        "paged {took:?} after Running, more than two scrape intervals (+10 s slack)"
+    );
+    let mail = smtp
+        .mails()
+        .into_iter()
+        .find(|m| m.subject.starts_with(&subject_prefix))
+        .context("critical email")?;
+    ensure!(mail.rcpt_tos == ["oncall@e2e.test"], "{mail:?}");
+    ensure!(
+        mail.plain.contains("backpressured") && mail.html.contains("backpressured"),
+        "{mail:?}"
+    );
+    ensure!(
+        dingtalk_received(&received).iter().all(|(ok, _)| *ok),
+        "every DingTalk request must be signed correctly"
+    );
+    for channel in ["mail", "ding"] {
+        let d = last_delivery(&client, ns, "oncall", channel)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        ensure!(
+            d["outcome"] == "Delivered"
+                && d["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("[CRITICAL]")),
+            "oncall/{channel}: {d}"
+        );
+    }
+
+    // 3. Lift the throttle (a spec edit: the job is upgraded): both get a resolved message.
+    apply_job(&client, ns, &throttled_job(None, 40)).await?;
+    wait_for(
+        "resolved notifications to both subscribers",
+        Duration::from_secs(240),
+        || async {
+            let mail = smtp
+                .mails()
+                .iter()
+                .any(|m| m.subject.starts_with("[RESOLVED]"));
+            let ding = dingtalk_received(&received)
+                .iter()
+                .any(|(ok, b)| *ok && b.contains("RESOLVED"));
+            let team = bodies_to(&received, "/team")
+                .iter()
+                .any(|b| b.contains("\"resolved\""));
+            if mail && ding && team {
+                Ok(Some(()))
+            } else {
+                Err(format!("mail {mail}, dingtalk {ding}, team {team}"))
+            }
+        },
+    )
+    .await?;
+    wait_running(&client, ns).await?;
+
+    // 4. An upgrade of a healthy job pages no one.
+    let before = inbox(&smtp, &received);
+    apply_job(&client, ns, &throttled_job(None, 30)).await?;
+    wait_running(&client, ns).await?;
+    tokio::time::sleep(3 * FAST_SCRAPE).await;
+    let st = job_status(&client, ns, "throttled")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        st["activeAlerts"].as_array().is_none_or(|a| a.is_empty()),
+        "no alert after the upgrade: {st}"
+    );
+    ensure!(
+        inbox(&smtp, &received) == before,
+        "the upgrade sent notifications: {before:?} -> {:?}; {:?}",
+        inbox(&smtp, &received),
+        received.lock().map(|r| r.clone()).unwrap_or_default()
+    );
+
+    // 5. Break the DingTalk Secret: a condition on oncall; email still delivers.
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            "dingtalk",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"url": null}})),
+        )
+        .await?;
+    let c = wait_for(
+        "oncall ChannelsValid=False",
+        Duration::from_secs(60),
+        || async {
+            let c = subscription_condition(&client, ns, "oncall", "ChannelsValid").await?;
+            if c["status"] == "False" {
+                Ok(Some(c))
+            } else {
+                Err(c.to_string())
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Secret 'dingtalk' has no key 'url'"),
+        "{c}"
+    );
+    let ready = subscription_condition(&client, ns, "oncall", "Ready")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(ready["reason"] == "SomeChannelsInvalid", "{ready}");
+    let (mails_before, ding_before, team_before) = inbox(&smtp, &received);
+    apply_job(&client, ns, &throttled_job(Some(2.0), 30)).await?;
+    wait_for(
+        "a new critical email and team webhook with DingTalk broken",
+        Duration::from_secs(240),
+        || async {
+            let (mails, _, team) = inbox(&smtp, &received);
+            if mails > mails_before && team > team_before {
+                Ok(Some(()))
+            } else {
+                Err(format!("{mails} mails, {team} team webhooks"))
+            }
+        },
+    )
+    .await?;
+    let newest = smtp.mails().pop().context("an email")?;
+    ensure!(newest.subject.starts_with(&subject_prefix), "{newest:?}");
+    ensure!(
+        dingtalk_received(&received).len() == ding_before,
+        "nothing reaches DingTalk without its URL"
+    );
+    let ding = wait_for(
+        "oncall/ding lastDelivery says why it failed",
+        Duration::from_secs(30),
+        || async {
+            let d = last_delivery(&client, ns, "oncall", "ding").await?;
+            if d["outcome"] != "Delivered" {
+                Ok(Some(d))
+            } else {
+                Err(d.to_string())
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        ding["outcome"] == "GaveUp"
+            && ding["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Secret 'dingtalk' has no key 'url'")),
+        "{ding}"
+    );
+    let mail = last_delivery(&client, ns, "oncall", "mail")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        mail["outcome"] == "Delivered" && mail["error"].is_null(),
+        "{mail}"
+    );
+    Ok(())
 }
