@@ -165,8 +165,8 @@ pub struct EventTimeSpec {
 
 // ---------------------------------------------------------------- operators
 
-/// A named operator; set exactly one kind field (`filter`, `map`, `window`, `dedup`, `splice`,
-/// `pattern`, `intervalJoin`, `accumulate`, `lookupJoin`, `repartition`).
+/// A named operator; set exactly one kind field (`filter`, `map`, `window`, `aggregate`,
+/// `dedup`, `splice`, `pattern`, `intervalJoin`, `accumulate`, `lookupJoin`, `repartition`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -188,6 +188,9 @@ pub struct OperatorSpec {
     /// Windowed aggregation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowSpec>,
+    /// Running (non-windowed) aggregation per key that emits an update whenever a key's result changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<KeyedAggregateSpec>,
     /// Drop records whose key was seen within a TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<DedupSpec>,
@@ -224,6 +227,8 @@ pub enum OperatorKind<'a> {
     Map(&'a str),
     /// See [`OperatorSpec::window`].
     Window(&'a WindowSpec),
+    /// See [`OperatorSpec::aggregate`].
+    Aggregate(&'a KeyedAggregateSpec),
     /// See [`OperatorSpec::dedup`].
     Dedup(&'a DedupSpec),
     /// See [`OperatorSpec::splice`].
@@ -245,6 +250,7 @@ pub const OPERATOR_KINDS: &[&str] = &[
     "filter",
     "map",
     "window",
+    "aggregate",
     "dedup",
     "splice",
     "pattern",
@@ -266,6 +272,9 @@ impl OperatorSpec {
         }
         if let Some(x) = &self.window {
             v.push(("window", OperatorKind::Window(x)));
+        }
+        if let Some(x) = &self.aggregate {
+            v.push(("aggregate", OperatorKind::Aggregate(x)));
         }
         if let Some(x) = &self.dedup {
             v.push(("dedup", OperatorKind::Dedup(x)));
@@ -402,6 +411,34 @@ pub struct AggregateSpec {
     /// CEL expression over `e` to aggregate (not needed for `count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of: Option<String>,
+}
+
+/// A running aggregation per key over the whole stream (no window), kept in state.
+///
+/// Every input record updates its key's aggregates; when the result changes the operator
+/// emits `{key, <aggregates>, retract: false}` at once (an upsert). A record for which
+/// `retractWhen` holds is taken back out of its key's aggregates instead, so the output of
+/// another `aggregate` with `emitRetractions: true` can be aggregated again (for example the
+/// highest bid per auction, then the average of those per category). When every record of a
+/// key has been retracted the key is forgotten and its last result is emitted with
+/// `retract: true`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyedAggregateSpec {
+    /// CEL key expression over `e`; the output's `key` field.
+    pub key: String,
+    /// The aggregates, one output field each (not `key` or `retract`). With `retractWhen`
+    /// only `count`, `sum`, `avg`, `min`, `max` and `distinctCount` are allowed.
+    pub aggregates: Vec<AggregateSpec>,
+    /// CEL condition over `e`: true for a record that retracts an earlier one, for example
+    /// `e.retract` on the output of an upstream `aggregate`. Unset: every record adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retract_when: Option<String>,
+    /// Before each update of a key that already had a result, emit that previous result with
+    /// `retract: true`, so that a downstream `aggregate` (with `retractWhen: e.retract`) can
+    /// replace it. Default false: updates only (an upsert stream keyed by `key`).
+    #[serde(default)]
+    pub emit_retractions: bool,
 }
 
 /// Drop records whose key was already seen within `ttl`.

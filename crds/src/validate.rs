@@ -332,6 +332,38 @@ impl Validator {
                 }
                 self.aggregates(&format!("{wf}.aggregates"), &w.aggregates);
             }
+            OperatorKind::Aggregate(a) => {
+                let af = format!("{f}.aggregate");
+                self.cel(format!("{af}.key"), &a.key);
+                if let Some(r) = &a.retract_when {
+                    self.cel(format!("{af}.retractWhen"), r);
+                }
+                self.aggregates(&format!("{af}.aggregates"), &a.aggregates);
+                for (k, agg) in a.aggregates.iter().enumerate() {
+                    if agg.name == "key" || agg.name == "retract" {
+                        self.err(
+                            format!("{af}.aggregates[{k}].name"),
+                            format!(
+                                "'{}' is the name of an output field of aggregate; choose another",
+                                agg.name
+                            ),
+                        );
+                    }
+                    let retractable = !matches!(
+                        agg.op,
+                        AggregateOp::First | AggregateOp::Last | AggregateOp::Collect
+                    );
+                    if a.retract_when.is_some() && !retractable {
+                        self.err(
+                            format!("{af}.aggregates[{k}].op"),
+                            format!(
+                                "{} cannot take retractions; with retractWhen use count, sum, avg, min, max or distinctCount",
+                                format!("{:?}", agg.op).to_lowercase()
+                            ),
+                        );
+                    }
+                }
+            }
             OperatorKind::Dedup(d) => {
                 self.cel(format!("{f}.dedup.key"), &d.key);
                 if d.ttl.0.is_zero() {
@@ -674,6 +706,48 @@ mod tests {
         assert_eq!(
             errs[0].field,
             "spec.pipeline.operators[1].window.aggregates[0].of"
+        );
+    }
+
+    #[test]
+    fn aggregate_settings_are_checked() {
+        let good = OK.replace(
+            "window: {type: tumbling, size: 3m, key: \"e.adId\", aggregates: [{name: n, op: count}]}",
+            "aggregate: {key: \"e.adId\", retractWhen: \"e.retract\", emitRetractions: true, aggregates: [{name: n, op: count}, {name: top, op: max, of: e.price}]}",
+        )
+        .replace("{name: late, input: w.late, stdout: {}}", "{name: bad, input: w.deadLetter, stdout: {}}");
+        let s = spec(&good);
+        let agg = s.pipeline.operators[1].aggregate.as_ref().unwrap();
+        assert!(agg.emit_retractions);
+        assert_eq!(validate_spec(&s), vec![]);
+        let errs = validate_spec(&spec(
+            &good.replace("op: max, of: e.price", "op: collect, of: e.price"),
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[1].aggregate.aggregates[1].op"
+        );
+        assert!(
+            errs[0].message.contains("collect cannot take retractions"),
+            "{errs:?}"
+        );
+        // without retractWhen every op is fine, but the output field names are reserved
+        let errs = validate_spec(&spec(
+            &good
+                .replace("retractWhen: \"e.retract\", ", "")
+                .replace("op: max, of: e.price", "op: collect, of: e.price")
+                .replace("name: n,", "name: retract,"),
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[1].aggregate.aggregates[0].name"
+        );
+        let errs = validate_spec(&spec(&good.replace("e.retract\"", "e.retract ==\"")));
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[1].aggregate.retractWhen"
         );
     }
 

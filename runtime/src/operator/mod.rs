@@ -27,7 +27,9 @@
 pub mod aggregate;
 pub mod dedup;
 pub mod filter;
+pub mod keyed_aggregate;
 pub mod map;
+pub mod retractable;
 pub mod window;
 pub mod window_assign;
 // splice, pattern, intervalJoin, accumulate, lookupJoin: see workload/ (added by the
@@ -184,6 +186,7 @@ pub const SUPPORTED_KINDS: &[&str] = &[
     "filter",
     "map",
     "window",
+    "aggregate",
     "dedup",
     "splice",
     "pattern",
@@ -207,6 +210,11 @@ pub fn build(field: &str, spec: &OperatorSpec) -> Result<Box<dyn Operator>, Vec<
             &format!("{field}.window"),
             &spec.name,
             w,
+        )?)),
+        Some(OperatorKind::Aggregate(a)) => Ok(Box::new(keyed_aggregate::KeyedAggregate::new(
+            &format!("{field}.aggregate"),
+            &spec.name,
+            a,
         )?)),
         Some(OperatorKind::Dedup(d)) => Ok(Box::new(
             dedup::Dedup::new(&format!("{field}.dedup"), &spec.name, d).map_err(one)?,
