@@ -24,6 +24,7 @@ Run: bash bench/alerting/run.sh [--pods 100] [--window 120] [--trials 3]
 """
 
 import argparse
+import calendar
 import json
 import os
 import re
@@ -224,7 +225,7 @@ def health_fresh(max_age_s):
         h = (j.get("status") or {}).get("health") or {}
         at = h.get("scrapedAt")
         if at and h.get("tasksReporting", 0) > 0:
-            t = time.mktime(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+            t = calendar.timegm(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S"))
             if now - t <= max_age_s:
                 fresh += 1
     return fresh, total
