@@ -4,7 +4,8 @@
 //! invalid while the other subscription keeps delivering.
 //!
 //! - `a_throttled_sink_pages_by_severity_and_resolves` (real runtime only): a job whose sink has
-//!   `maxRecordsPerSecond` is really backpressured; the critical subscriber gets an email (real
+//!   `maxRecordsPerSecond` is really backpressured; the warning subscriber alone gets the
+//!   warning (critical threshold out of reach), then the critical subscriber gets an email (real
 //!   SMTP server, `aiosmtpd`) and a DingTalk message (the receiver checks the signature as
 //!   DingTalk does) and the warning subscriber its webhook, within two scrape intervals (5 s)
 //!   of the job running; lifting the throttle sends both a resolved message; a plain upgrade
@@ -498,17 +499,17 @@ fn inbox(smtp: &weir_e2e::smtp_sink::SmtpSink, received: &Received) -> (usize, u
     )
 }
 
-/// The job of the throttle test: a 40 records/s generator whose sink takes at most
+/// The job of the throttle test: a `rate` records/s generator whose sink takes at most
 /// `limit` records per second per task (none: unthrottled), with backpressure thresholds
-/// 0.5 (warning) and 0.8 (critical) that hold at once (`for: 0s`).
-fn throttled_job(limit: Option<f64>, rate: u64) -> serde_json::Value {
+/// 0.5 (warning) and `critical` that hold at once (`for: 0s`).
+fn throttled_job(limit: Option<f64>, rate: u64, critical: f64) -> serde_json::Value {
     let mut job = job_manifest("throttled", 1);
     job["spec"]["pipeline"]["sources"][0]["generator"]["rate"] = rate.into();
     if let Some(limit) = limit {
         job["spec"]["pipeline"]["sinks"][0]["maxRecordsPerSecond"] = limit.into();
     }
     job["spec"]["alerting"] = serde_json::json!({"rules": {
-        "backpressureHigh": {"warning": 0.5, "critical": 0.8, "for": "0s"},
+        "backpressureHigh": {"warning": 0.5, "critical": critical, "for": "0s"},
     }});
     job
 }
@@ -552,9 +553,10 @@ async fn last_delivery(
         .ok_or_else(|| format!("no lastDelivery for {name}: {channels}"))
 }
 
-/// A throttled sink really backpressures the job: the critical subscriber gets an email (real
-/// SMTP server) and a signed DingTalk message, the warning subscriber its webhook, within two
-/// scrape intervals of the job running throttled; lifting the throttle resolves it for both;
+/// A throttled sink really backpressures the job: with a critical threshold out of reach only
+/// the warning subscriber gets the warning; with it at 0.8 the critical subscriber gets an email
+/// (real SMTP server) and a signed DingTalk message; each within two scrape intervals of the
+/// job running throttled; lifting the throttle resolves it for both;
 /// an upgrade alone pages no one; a broken DingTalk Secret is a condition on the subscription
 /// while email still delivers, and each channel's `lastDelivery` says what happened.
 #[tokio::test]
@@ -674,8 +676,44 @@ async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
         .await?;
     }
 
-    // 1–2. Throttled from the start: 40 records/s in, at most 2/s out per task.
-    apply_job(&client, ns, &throttled_job(Some(2.0), 40)).await?;
+    // 1. Throttled from the start (40 records/s in, at most 2/s out per task), with a critical
+    // threshold above 1: a warning, which only the warning subscriber gets.
+    apply_job(&client, ns, &throttled_job(Some(2.0), 40, 1.5)).await?;
+    let running = wait_running(&client, ns).await?;
+    wait_for(
+        "the warning webhook to the team subscriber",
+        Duration::from_secs(120),
+        || async {
+            let team = bodies_to(&received, "/team");
+            let warned = team.iter().any(|b| {
+                b.contains("backpressureHigh")
+                    && b.contains("\"severity\":\"warning\"")
+                    && b.contains("\"firing\"")
+            });
+            if warned {
+                Ok(Some(()))
+            } else {
+                Err(format!("{team:?}"))
+            }
+        },
+    )
+    .await?;
+    let took = running.elapsed();
+    println!("{TEST}: warned {took:?} after the throttled job was Running (scrape interval {FAST_SCRAPE:?})");
+    ensure!(
+        took <= 2 * FAST_SCRAPE + Duration::from_secs(10),
+        "warned {took:?} after Running, more than two scrape intervals (+10 s slack)"
+    );
+    tokio::time::sleep(FAST_SCRAPE).await;
+    let (mails, dings, _) = inbox(&smtp, &received);
+    ensure!(
+        mails == 0 && dings == 0,
+        "the critical subscriber got the warning: {mails} mails, {dings} DingTalk messages"
+    );
+
+    // 2. Critical above 0.8 (a spec edit, so an upgrade): email and DingTalk to oncall, and
+    // the warning subscriber (minSeverity warning) too.
+    apply_job(&client, ns, &throttled_job(Some(2.0), 40, 0.8)).await?;
     let running = wait_running(&client, ns).await?;
     // The first rate may span the pod's start; the throttle then keeps it near 1.
     wait_for(
@@ -751,7 +789,7 @@ async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
     }
 
     // 3. Lift the throttle (a spec edit: the job is upgraded): both get a resolved message.
-    apply_job(&client, ns, &throttled_job(None, 40)).await?;
+    apply_job(&client, ns, &throttled_job(None, 40, 0.8)).await?;
     wait_for(
         "resolved notifications to both subscribers",
         Duration::from_secs(240),
@@ -778,7 +816,7 @@ async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
 
     // 4. An upgrade of a healthy job pages no one.
     let before = inbox(&smtp, &received);
-    apply_job(&client, ns, &throttled_job(None, 30)).await?;
+    apply_job(&client, ns, &throttled_job(None, 30, 0.8)).await?;
     wait_running(&client, ns).await?;
     tokio::time::sleep(3 * FAST_SCRAPE).await;
     let st = job_status(&client, ns, "throttled")
@@ -828,7 +866,7 @@ async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     ensure!(ready["reason"] == "SomeChannelsInvalid", "{ready}");
     let (mails_before, ding_before, team_before) = inbox(&smtp, &received);
-    apply_job(&client, ns, &throttled_job(Some(2.0), 30)).await?;
+    apply_job(&client, ns, &throttled_job(Some(2.0), 30, 0.8)).await?;
     wait_for(
         "a new critical email and team webhook with DingTalk broken",
         Duration::from_secs(240),
