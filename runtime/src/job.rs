@@ -6,7 +6,7 @@ use crate::checkpoint::catalog::RestoreFrom;
 use crate::checkpoint::retention::plan_retention;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::transfer::{
-    load_catalog, read_manifest, read_marker, upload_task, write_marker, StoredSsts,
+    load_catalog, read_manifest, read_marker, upload_task, write_marker, StoredSsts, TransferError,
 };
 use crate::checkpoint::{checkpoint_dir, task_manifest_path, CompletedMarker};
 use crate::metrics::{Metrics, TaskMetrics};
@@ -14,7 +14,8 @@ use crate::plan::JobPlan;
 use crate::record::now_ms;
 use crate::restore::{restore_tasks, RestoreError, RestoreOptions};
 use crate::status::{
-    CheckpointInfo, JobStatus, RestoreInfo, SharedStatus, SkippedCheckpoint, TaskStatus,
+    CheckpointFailureInfo, CheckpointFailureKind, CheckpointInfo, JobStatus, RestoreInfo,
+    SharedStatus, SkippedCheckpoint, TaskStatus,
 };
 use crate::task::{Task, TaskCommand, TaskError, TaskEvent, TaskStart};
 use std::collections::{BTreeMap, HashSet};
@@ -479,7 +480,7 @@ impl Coordinator {
                 return Ok(());
             }
             let why = format!("superseded by checkpoint {tick}: not every pod completed it");
-            self.abandon_checkpoint(why, false)?;
+            self.abandon_checkpoint(why, None)?;
         }
         if tick > self.last_id {
             let is_final = self.pending_request.take().unwrap_or(false) || self.shutdown.is_some();
@@ -542,12 +543,21 @@ impl Coordinator {
                                 .set(i64::try_from(uploaded).unwrap_or(i64::MAX));
                         }
                     }
-                    Err(e) => self.fail_checkpoint(format!("uploading task {task}: {e}"))?,
+                    Err(e) => {
+                        let kind = match e {
+                            TransferError::Storage(_) => CheckpointFailureKind::Storage,
+                            _ => CheckpointFailureKind::Task,
+                        };
+                        self.fail_checkpoint(format!("uploading task {task}: {e}"), kind)?
+                    }
                 }
             }
             TaskEvent::SnapshotFailed { task, id, error } => {
                 if self.in_progress.as_ref().map(|p| p.id) == Some(id) {
-                    self.fail_checkpoint(format!("task {task}: {error}"))?;
+                    self.fail_checkpoint(
+                        format!("task {task}: {error}"),
+                        CheckpointFailureKind::Task,
+                    )?;
                 }
             }
             TaskEvent::Finished { task } => {
@@ -566,29 +576,46 @@ impl Coordinator {
         Ok(())
     }
 
-    fn fail_checkpoint(&mut self, why: String) -> Result<(), JobError> {
-        self.abandon_checkpoint(why, true)
+    fn fail_checkpoint(
+        &mut self,
+        why: String,
+        kind: CheckpointFailureKind,
+    ) -> Result<(), JobError> {
+        self.abandon_checkpoint(why, Some(kind))
     }
 
-    /// Drops the in-progress checkpoint; `counts` says whether it is a failure
-    /// (towards `tolerableFailures`) rather than a superseded multi-pod tick.
-    fn abandon_checkpoint(&mut self, why: String, counts: bool) -> Result<(), JobError> {
+    /// Drops the in-progress checkpoint; `failure` says what kind of failure it is (it counts
+    /// towards `tolerableFailures`), `None` that it is a superseded multi-pod tick.
+    fn abandon_checkpoint(
+        &mut self,
+        why: String,
+        failure: Option<CheckpointFailureKind>,
+    ) -> Result<(), JobError> {
         let Some(p) = self.in_progress.take() else {
             return Ok(());
         };
-        if !counts {
+        let Some(kind) = failure else {
             tracing::info!(id = p.id, "checkpoint abandoned: {why}");
             for reply in self.waiting_replies.drain(..) {
                 self.queued_replies.push(reply);
             }
             return Ok(());
-        }
+        };
         self.failures += 1;
         self.last_end = Instant::now();
         for t in &self.tasks {
             t.metrics.ckpt_failures.inc();
         }
-        lock(&self.status).consecutive_checkpoint_failures = self.failures;
+        {
+            let mut s = lock(&self.status);
+            s.consecutive_checkpoint_failures = self.failures;
+            s.last_checkpoint_failure = Some(CheckpointFailureInfo {
+                id: p.id,
+                at: chrono::Utc::now(),
+                kind,
+                reason: why.clone(),
+            });
+        }
         tracing::warn!(id = p.id, "checkpoint failed: {why}");
         eprintln!("weir: checkpoint {} failed: {why}", p.id);
         for reply in self.waiting_replies.drain(..) {
@@ -619,7 +646,10 @@ impl Coordinator {
         let timeout = self.cfg.job.spec.checkpoint.timeout.0;
         if p.started.elapsed() > timeout {
             let id = p.id;
-            return self.fail_checkpoint(format!("checkpoint {id} timed out after {timeout:?}"));
+            return self.fail_checkpoint(
+                format!("checkpoint {id} timed out after {timeout:?}"),
+                CheckpointFailureKind::Timeout,
+            );
         }
         if !p.waiting_tasks.is_empty() {
             return Ok(());
@@ -642,7 +672,10 @@ impl Coordinator {
                     match self.storage.size(&task_manifest_path(id, *t)) {
                         Ok(Some(_)) => {}
                         Ok(None) => return Ok(()),
-                        Err(e) => return self.fail_checkpoint(e.to_string()),
+                        Err(e) => {
+                            return self
+                                .fail_checkpoint(e.to_string(), CheckpointFailureKind::Storage)
+                        }
                     }
                     if let Ok(m) = read_manifest(&self.storage, id, *t) {
                         total += m.total_size();
@@ -660,14 +693,19 @@ impl Coordinator {
                 is_final: p.is_final,
             };
             if let Err(e) = write_marker(&self.storage, &marker) {
-                return self.fail_checkpoint(format!("writing marker: {e}"));
+                return self.fail_checkpoint(
+                    format!("writing marker: {e}"),
+                    CheckpointFailureKind::Storage,
+                );
             }
             self.complete(marker);
         } else {
             match read_marker(&self.storage, id) {
                 Ok(Some(m)) => self.complete(m),
                 Ok(None) => {}
-                Err(e) => return self.fail_checkpoint(e.to_string()),
+                Err(e) => {
+                    return self.fail_checkpoint(e.to_string(), CheckpointFailureKind::Storage)
+                }
             }
         }
         Ok(())
@@ -700,6 +738,7 @@ impl Coordinator {
         {
             let mut s = lock(&self.status);
             s.consecutive_checkpoint_failures = 0;
+            s.last_checkpoint_failure = None;
             s.last_checkpoint = Some(CheckpointInfo {
                 id: p.id,
                 completed_at: marker.completed_at,

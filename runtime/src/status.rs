@@ -17,6 +17,32 @@ pub struct CheckpointInfo {
     pub path: String,
 }
 
+/// What a checkpoint failure was, so that readers can tell storage trouble from slowness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckpointFailureKind {
+    /// Reading or writing checkpoint storage failed.
+    Storage,
+    /// The checkpoint did not complete within `checkpoint.timeout`.
+    Timeout,
+    /// A task could not snapshot its state.
+    Task,
+}
+
+/// The newest failed checkpoint, while failures are consecutive.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointFailureInfo {
+    /// Id of the failed checkpoint.
+    pub id: u64,
+    /// When it failed.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// What kind of failure.
+    pub kind: CheckpointFailureKind,
+    /// The error.
+    pub reason: String,
+}
+
 /// A checkpoint passed over at restore, and why.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,6 +111,9 @@ pub struct JobStatus {
     pub last_checkpoint: Option<CheckpointInfo>,
     /// Checkpoint failures in a row.
     pub consecutive_checkpoint_failures: u64,
+    /// Why the newest checkpoint failed; cleared when one completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_failure: Option<CheckpointFailureInfo>,
     /// Retained completed checkpoints, oldest first.
     #[serde(skip)]
     pub checkpoints: Vec<CheckpointInfo>,

@@ -7,6 +7,7 @@
 //! markers): so these tests check what the sink sends and when, and that EndTxn is issued at
 //! commit; read_committed visibility itself needs a real Kafka and is not tested here.
 
+mod common;
 mod kafka_common;
 use kafka_common::*;
 use rdkafka::config::ClientConfig;

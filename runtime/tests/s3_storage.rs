@@ -1,4 +1,6 @@
-//! Checkpoints on a real S3-protocol server (`s3s-fs`): kill -9 mid-run, restart, same output.
+//! Checkpoints on a real S3-protocol server (`s3s-fs`): kill -9 mid-run, restart, same output;
+//! the server going away mid-run fails checkpoints as storage failures, and they resume when
+//! it is back, with nothing lost.
 //!
 //! Skips (loudly) when `s3s-fs` is not installed; install it with
 //! `cargo install --root ~/.cache/weir/cargo s3s-fs@0.14.1 --features binary --locked`.
@@ -7,9 +9,9 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn s3s_fs() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("WEIR_S3S_FS") {
@@ -36,22 +38,10 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn s3_checkpoints_survive_kill_9() {
-    let Some(server_bin) = s3s_fs() else {
-        eprintln!("\n\n!!!!!!!! SKIPPING s3_checkpoints_survive_kill_9: s3s-fs not found on PATH or in ~/.cache/weir/cargo/bin !!!!!!!!\n!!!!!!!! install: cargo install --root ~/.cache/weir/cargo s3s-fs@0.14.1 --features binary --locked !!!!!!!!\n\n");
-        return;
-    };
-    let dir = tmp();
-    let data = dir.path().join("s3data");
-    std::fs::create_dir_all(data.join("ckpts")).unwrap(); // the bucket
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = Server(
-        Command::new(server_bin)
+/// `s3s-fs` serving `data` on 127.0.0.1:`port`, once it accepts connections.
+fn start_server(bin: &Path, data: &Path, port: u16) -> Server {
+    let server = Server(
+        Command::new(bin)
             .args([
                 "--host",
                 "127.0.0.1",
@@ -62,27 +52,49 @@ fn s3_checkpoints_survive_kill_9() {
                 "--secret-key",
                 "SKTEST",
             ])
-            .arg(&data)
+            .arg(data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "s3s-fs did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let envs = [
-        ("AWS_ACCESS_KEY_ID", "AKTEST"),
-        ("AWS_SECRET_ACCESS_KEY", "SKTEST"),
-        ("AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-    ];
+    poll("s3s-fs to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    server
+}
+
+fn s3_env(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "AKTEST".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "SKTEST".to_string()),
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ]
+}
+
+macro_rules! require_s3s_fs {
+    ($test:literal) => {
+        match s3s_fs() {
+            Some(bin) => bin,
+            None => {
+                eprintln!("\n\n!!!!!!!! SKIPPING {}: s3s-fs not found on PATH or in ~/.cache/weir/cargo/bin !!!!!!!!\n!!!!!!!! install: cargo install --root ~/.cache/weir/cargo s3s-fs@0.14.1 --features binary --locked !!!!!!!!\n\n", $test);
+                return;
+            }
+        }
+    };
+}
+
+#[test]
+fn s3_checkpoints_survive_kill_9() {
+    let server_bin = require_s3s_fs!("s3_checkpoints_survive_kill_9");
+    let dir = tmp();
+    let data = dir.path().join("s3data");
+    std::fs::create_dir_all(data.join("ckpts")).unwrap(); // the bucket
+    let port = free_port();
+    let _server = start_server(&server_bin, &data, port);
+    let env = s3_env(port);
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let job = |out: &std::path::Path| {
         format!(
             r#"
@@ -139,4 +151,116 @@ spec:
     let expected = committed_lines(&base_out);
     assert!(!expected.is_empty());
     assert_eq!(committed_lines(&out), expected);
+}
+
+#[test]
+fn an_unreachable_store_fails_checkpoints_as_storage_and_loses_nothing() {
+    let server_bin =
+        require_s3s_fs!("an_unreachable_store_fails_checkpoints_as_storage_and_loses_nothing");
+    let dir = tmp();
+    let data = dir.path().join("s3data");
+    std::fs::create_dir_all(data.join("ckpts")).unwrap();
+    let port = free_port();
+    let server = start_server(&server_bin, &data, port);
+    let env = s3_env(port);
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let job = |name: &str, out: &Path| {
+        format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: {{name: {name}, namespace: team}}
+spec:
+  image: weir-runtime:dev
+  checkpoint: {{interval: 300ms, timeout: 5s, retain: 2, tolerableFailures: 1000, storage: "s3://ckpts/weir"}}
+  pipeline:
+    sources:
+      - name: gen
+        generator: {{kind: nexmark, count: 30000, rate: 3000, partitions: 2, seed: 12}}
+    operators:
+      - {{name: w, input: gen, window: {{type: tumbling, size: 500ms, aggregates: [{{name: n, op: count}}]}}}}
+    sinks:
+      - {{name: out, input: w, file: {{path: "{}"}}}}
+"#,
+            out.display()
+        )
+    };
+    let base_out = dir.path().join("base-out");
+    let f = dir.path().join("base.yaml");
+    write(&f, &job("outagebase", &base_out));
+    run_to_end(
+        &[
+            "run",
+            "-q",
+            "-f",
+            &p(&f),
+            "--state-dir",
+            &p(&dir.path().join("st1")),
+        ],
+        &envs,
+    );
+
+    let out = dir.path().join("out");
+    let f2 = dir.path().join("job.yaml");
+    write(&f2, &job("outage", &out));
+    let admin = free_port();
+    let child = spawn(
+        &[
+            "run",
+            "-q",
+            "-f",
+            &p(&f2),
+            "--state-dir",
+            &p(&dir.path().join("st2")),
+            "--admin-port",
+            &admin.to_string(),
+        ],
+        &envs,
+    );
+    let before = poll("a completed checkpoint", Duration::from_secs(60), || {
+        admin_status(admin)?["lastCheckpoint"]["id"].as_u64()
+    });
+
+    drop(server); // the store goes away mid-run
+    let failure = poll(
+        "a storage checkpoint failure",
+        Duration::from_secs(60),
+        || {
+            let st = admin_status(admin)?;
+            let f = st["lastCheckpointFailure"].clone();
+            (f["kind"] == "storage" && st["consecutiveCheckpointFailures"].as_u64() > Some(0))
+                .then_some(f)
+        },
+    );
+    let reason = failure["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("checkpoint storage"),
+        "the failure names the storage: {failure}"
+    );
+    let st = admin_status(admin).unwrap();
+    assert_eq!(
+        st["phase"], "Running",
+        "the job keeps running while checkpoints fail: {st}"
+    );
+
+    let _server = start_server(&server_bin, &data, port); // back, same address and data
+    let after = poll(
+        "a checkpoint after the outage",
+        Duration::from_secs(60),
+        || {
+            let st = admin_status(admin)?;
+            let id = st["lastCheckpoint"]["id"].as_u64()?;
+            (id > failure["id"].as_u64()? && st["lastCheckpointFailure"].is_null()).then_some(id)
+        },
+    );
+    assert!(after > before);
+    let output = wait_with_timeout(child, Duration::from_secs(180));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = committed_lines(&base_out);
+    assert!(!expected.is_empty());
+    assert_eq!(committed_lines(&out), expected, "no loss, no duplicates");
 }

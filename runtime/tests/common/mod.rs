@@ -133,3 +133,52 @@ pub fn p(path: &Path) -> String {
 pub fn job_root(ckpt: &Path, job: &str) -> PathBuf {
     ckpt.join("local").join(job)
 }
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request to the admin API on 127.0.0.1:`port`; returns status code and body.
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+/// `GET /status` as JSON, or `None` while the admin port is not answering.
+pub fn admin_status(port: u16) -> Option<serde_json::Value> {
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let (code, body) = http(port, "GET", "/status");
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`; panics naming `what`.
+pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -45,15 +45,6 @@ pub fn tansu_bin() -> PathBuf {
     panic!("{INSTALL}");
 }
 
-/// A free loopback port (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A tansu broker with memory storage; killed on drop. With `WEIR_TEST_KAFKA=mock` the
 /// tests run against librdkafka's in-process mock cluster instead (no install needed; it
 /// ignores `isolation.level` and does not implement transaction markers).
@@ -85,7 +76,7 @@ impl Tansu {
     /// Starts tansu whatever `WEIR_TEST_KAFKA` says.
     pub fn start_tansu() -> Tansu {
         let bin = tansu_bin();
-        let port = free_port();
+        let port = super::common::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tansu.log");
