@@ -30,6 +30,10 @@ pub struct RunConfig {
         default_value = ""
     )]
     pub namespaces: Vec<String>,
+    /// Most StreamJobs reconciled at the same time (each holds its children and API
+    /// responses in memory while it runs; 0 means no limit).
+    #[arg(long, env = "WEIR_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
+    pub max_concurrent_reconciles: u16,
     /// Log filter (trace, debug, info, warn, error, or a tracing env-filter directive).
     #[arg(long, env = "WEIR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -19,7 +19,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{controller, reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -135,7 +135,19 @@ where
         let services: Api<Service> = scoped(&client, ns.as_deref());
         let stateful_sets: Api<StatefulSet> = scoped(&client, ns.as_deref());
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=weir-operator");
-        Controller::new_with(jobs, watcher::Config::default(), ctx.resource.clone())
+        // The cache of StreamJobs keeps them without managedFields and kubectl's
+        // last-applied annotation (most of each object's size); children are watched as
+        // metadata only by `owns` and not cached at all.
+        let writer = reflector::store::Writer::new(ctx.resource.clone());
+        let reader = writer.as_reader();
+        let trigger = watcher(jobs, watcher::Config::default())
+            .modify(crate::object_trim::trim_job)
+            .reflect(writer)
+            .applied_objects();
+        Controller::for_stream_with(trigger, reader, ctx.resource.clone())
+            .with_config(
+                controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles),
+            )
             .owns(config_maps, owned.clone())
             .owns(services, owned.clone())
             .owns(stateful_sets, owned)

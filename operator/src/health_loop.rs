@@ -76,6 +76,9 @@ pub enum HealthLoopError {
     },
 }
 
+/// StreamJobs per list request of a round.
+const JOB_LIST_PAGE: u32 = 100;
+
 /// One StreamJob as listed (raw object, for its status and resourceVersion) and as parsed.
 struct ListedJob {
     raw: DynamicObject,
@@ -238,19 +241,32 @@ impl HealthLoop {
                     source,
                 }
             };
-            let jobs = self
-                .dynamic_api(scope.as_deref(), &self.job_resource)
-                .list(&ListParams::default())
-                .await
-                .map_err(list_err("StreamJobs"))?;
-            for raw in jobs.items {
-                if raw.metadata.deletion_timestamp.is_some() {
-                    continue;
+            // Read in pages and keep each job parsed once, with only metadata and status of
+            // the raw object: with hundreds of jobs a one-piece list (and its copies) is most
+            // of the operator's peak memory.
+            let api = self.dynamic_api(scope.as_deref(), &self.job_resource);
+            let mut page = ListParams::default().limit(JOB_LIST_PAGE);
+            loop {
+                let jobs = api.list(&page).await.map_err(list_err("StreamJobs"))?;
+                for mut raw in jobs.items {
+                    if raw.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    crate::object_trim::trim_job(&mut raw);
+                    // A malformed job is reported by the controller (SpecValid); skip it here.
+                    let parsed = serde_json::to_value(&raw).and_then(serde_json::from_value);
+                    if let Ok(job) = parsed {
+                        crate::object_trim::keep_metadata_and_status(&mut raw);
+                        snap.jobs.push(ListedJob { raw, job });
+                    }
                 }
-                // A malformed job is reported by the controller (SpecValid); skip it here.
-                let parsed = serde_json::to_value(&raw).and_then(serde_json::from_value);
-                if let Ok(job) = parsed {
-                    snap.jobs.push(ListedJob { raw, job });
+                match jobs.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => {
+                        page = ListParams::default()
+                            .limit(JOB_LIST_PAGE)
+                            .continue_token(&token)
+                    }
+                    None => break,
                 }
             }
             let subs = match self

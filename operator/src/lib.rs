@@ -21,6 +21,7 @@ pub mod health_status;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod object_trim;
 pub mod pod_admin;
 pub mod restore;
 pub mod restore_flow;
