@@ -191,7 +191,10 @@ pub enum UpgradeMode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
-    /// `latest` (default), or an explicit checkpoint id or path.
+    /// `latest` (default), or an explicit checkpoint id or path. The job starts from an
+    /// explicit checkpoint once: crashes, upgrades and restarts while `from` keeps its value
+    /// continue from the newest checkpoint taken since (the runtime records the pin in each
+    /// checkpoint's marker), so committed output is never replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// Refuse checkpoints older than this.

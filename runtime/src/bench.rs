@@ -267,6 +267,7 @@ fn bench_checkpoint(
             uploaded_bytes: uploaded,
             replicas: 1,
             is_final: false,
+            pinned_from: None,
         },
     )
     .map_err(|x| e(&x))?;

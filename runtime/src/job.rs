@@ -691,6 +691,10 @@ impl Coordinator {
                 uploaded_bytes: p.uploaded,
                 replicas: self.cfg.replicas,
                 is_final: p.is_final,
+                pinned_from: match self.cfg.restore_from {
+                    RestoreFrom::Id(id) => Some(id),
+                    RestoreFrom::Latest | RestoreFrom::None => None,
+                },
             };
             if let Err(e) = write_marker(&self.storage, &marker) {
                 return self.fail_checkpoint(

@@ -162,3 +162,61 @@ fn dedup_pipeline_survives_kill_9() {
     let dir = input.path().to_path_buf();
     run_twice_with_kill(move |out, ck| dedup_job(&dir, out, ck), "dd", 2);
 }
+
+/// `--restore-from X` (an explicit `restore.from`) survives crashes: a run pinned to X that is
+/// killed after checkpointing restarts from its own newest checkpoint, not from X again (which
+/// would replay input whose output is already committed).
+#[test]
+fn a_pinned_restore_point_is_not_restored_twice_after_a_crash() {
+    let base = tmp();
+    let f = base.path().join("job.yaml");
+    write(
+        &f,
+        &window_job(&base.path().join("out"), &base.path().join("ck")),
+    );
+    run_to_end(
+        &[
+            "run",
+            "-q",
+            "-f",
+            &p(&f),
+            "--state-dir",
+            &p(&base.path().join("st")),
+        ],
+        &[],
+    );
+
+    let crash = tmp();
+    let f2 = crash.path().join("job.yaml");
+    let ck = crash.path().join("ck");
+    let root = job_root(&ck, "win");
+    write(&f2, &window_job(&crash.path().join("out"), &ck));
+    let state = p(&crash.path().join("st"));
+    let unpinned = ["run", "-q", "-f", &p(&f2), "--state-dir", &state];
+    kill_after_checkpoints(&unpinned, &[], &root, 2);
+    let pin = *completed_checkpoints(&root).last().unwrap();
+    let pin_arg = pin.to_string();
+    let pinned = [
+        "run",
+        "-q",
+        "-f",
+        &p(&f2),
+        "--state-dir",
+        &state,
+        "--restore-from",
+        &pin_arg,
+    ];
+    // the pinned run checkpoints past the pin, and is killed
+    let have = completed_checkpoints(&root).len();
+    kill_after_checkpoints(&pinned, &[], &root, have + 2);
+    assert!(completed_checkpoints(&root).last() > Some(&pin));
+    // restarted with the same pin, it continues from its newest checkpoint
+    let stderr = run_to_end(&pinned, &[]);
+    assert!(
+        !stderr.contains(&format!("restored from checkpoint {pin} ")),
+        "went back to the pin: {stderr}"
+    );
+    for sub in ["tumbling", "sliding"] {
+        assert_same_output(&base.path().join("out"), &crash.path().join("out"), sub);
+    }
+}

@@ -53,7 +53,8 @@ impl Catalog {
 pub enum RestoreFrom {
     /// The newest usable one, walking back past bad ones.
     Latest,
-    /// Exactly this id.
+    /// This id, or, once a run started from it has checkpointed, the newest checkpoint of
+    /// such runs (their markers name this id in `pinnedFrom`).
     Id(u64),
     /// Start without state.
     None,
@@ -93,8 +94,8 @@ pub struct RestoreChoice {
 ///
 /// Walks from the newest checkpoint back, skipping those without a completion marker
 /// (in progress or failed), those with a known problem, and (with `max_age`) those that
-/// completed more than `max_age` before `now`. With [`RestoreFrom::Id`] only that id is
-/// considered. The caller refuses to start empty when `state_expected` (some checkpoint
+/// completed more than `max_age` before `now`. With [`RestoreFrom::Id`] only that id and the
+/// newer checkpoints taken by runs pinned to it are considered. The caller refuses to start empty when `state_expected` (some checkpoint
 /// completed, even if it is now unusable) and nothing was chosen.
 pub fn choose_restore_point(
     catalog: &Catalog,
@@ -120,7 +121,11 @@ pub fn choose_restore_point(
     let mut skipped = vec![];
     for e in entries {
         if let RestoreFrom::Id(want) = from {
-            if e.id != *want {
+            let descends = e.id > *want
+                && e.marker
+                    .as_ref()
+                    .is_some_and(|m| m.pinned_from == Some(*want));
+            if e.id != *want && !descends {
                 continue;
             }
         }
@@ -183,6 +188,7 @@ mod tests {
             uploaded_bytes: 1,
             replicas: 1,
             is_final: false,
+            pinned_from: None,
         }
     }
 
@@ -221,6 +227,32 @@ mod tests {
         assert_eq!(c.skipped.len(), 1);
         assert_eq!(c.skipped[0].0, 4);
         assert!(c.skipped[0].1.contains("no _COMPLETED marker"));
+    }
+
+    #[test]
+    fn a_pinned_id_continues_from_the_runs_started_at_it() {
+        let now = Utc::now();
+        let mut cat = catalog(now);
+        // 2 and 3 were taken by a run started from 1; 4 is in progress
+        for e in cat.entries.iter_mut().filter(|e| e.id == 2 || e.id == 3) {
+            if let Some(m) = e.marker.as_mut() {
+                m.pinned_from = Some(1);
+            }
+        }
+        let c = choose_restore_point(&cat, &RestoreFrom::Id(1), None, now);
+        assert_eq!(c.chosen, Some(3));
+        // a bad descendant is walked past, down to the pin itself
+        cat.mark_problem(3, "bad");
+        cat.mark_problem(2, "bad");
+        let c = choose_restore_point(&cat, &RestoreFrom::Id(1), None, now);
+        assert_eq!(c.chosen, Some(1));
+        assert_eq!(
+            c.skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![3, 2]
+        );
+        // a run pinned elsewhere does not count
+        let c = choose_restore_point(&catalog(now), &RestoreFrom::Id(1), None, now);
+        assert_eq!(c.chosen, Some(1));
     }
 
     #[test]

@@ -148,4 +148,9 @@ pub struct CompletedMarker {
     /// Taken on request to stop (`POST /checkpoint?final=true`) or at end of input.
     #[serde(default)]
     pub is_final: bool,
+    /// The explicit restore point (`restore.from`) the run that took it was started with. A
+    /// restart pinned to the same id continues from the newest such checkpoint instead of
+    /// going back to the pin (which would replay input whose output is already committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_from: Option<u64>,
 }
