@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 /// A failed write or read of a child object.
@@ -177,25 +177,42 @@ pub async fn apply_children(
         })
 }
 
-/// Deletes every pod of the job whose template annotations differ from `desired`, so that the
-/// StatefulSet recreates them from the current template. Returns how many were deleted.
+/// The job's pods whose template annotations differ from `desired` (not already terminating).
+pub async fn outdated_pods(
+    client: &Client,
+    id: &JobIdentity,
+    desired: &BTreeMap<String, String>,
+) -> Result<Vec<Pod>, ApplyError> {
+    Ok(job_pods(client, id)
+        .await?
+        .into_iter()
+        .filter(|p| pod_is_outdated(p, desired))
+        .collect())
+}
+
+/// Deletes `outdated` pods so that the StatefulSet recreates them from the current template.
+/// Pods named in `stopped` have completed a final checkpoint and stopped processing, so they
+/// have nothing left to do on SIGTERM: they are deleted without a grace period, and the
+/// StatefulSet recreates them at once instead of after the kubelet has torn them down.
+/// Returns how many were deleted.
 ///
 /// Call only once the StatefulSet controller has observed the current template, otherwise it
 /// would recreate the pods from the old one.
 pub async fn restart_outdated_pods(
     client: &Client,
     id: &JobIdentity,
-    desired: &BTreeMap<String, String>,
+    outdated: &[Pod],
+    stopped: &BTreeSet<String>,
 ) -> Result<usize, ApplyError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &id.namespace);
     let mut deleted = 0;
-    for pod in job_pods(client, id)
-        .await?
-        .iter()
-        .filter(|p| pod_is_outdated(p, desired))
-    {
+    for pod in outdated {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        match pods.delete(&name, &DeleteParams::default()).await {
+        let params = DeleteParams {
+            grace_period_seconds: stopped.contains(&name).then_some(0),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&name, &params).await {
             Ok(_) => deleted += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(source) => {

@@ -419,7 +419,9 @@ async fn deploy(
             build::template_annotations(&children.revision, job.spec.restart_nonce.as_deref())
                 .into_iter()
                 .collect();
-        let restarted = apply::restart_outdated_pods(&ctx.client, &id, &desired).await?;
+        let outdated = apply::outdated_pods(&ctx.client, &id, &desired).await?;
+        let stopped = restore_flow::stopped_pods(&ctx.http, &outdated).await;
+        let restarted = apply::restart_outdated_pods(&ctx.client, &id, &outdated, &stopped).await?;
         if restarted > 0 {
             tracing::info!(job = %job_key, restarted, "deleted pods of an older revision");
             // They are being replaced: not updated, not ready.
@@ -473,14 +475,24 @@ async fn deploy(
         None => {}
     }
     if next.phase == Some(Phase::Running) {
-        storage_condition(
-            &mut next,
-            true,
-            "Ready",
-            "checkpoint storage is readable",
-            now,
-        );
         let reports = restore_flow::reports(&ctx.http, &pods).await;
+        match restore::storage_failure(&reports) {
+            Some(why) => {
+                let message = format!("checkpoints cannot reach storage (the job keeps running and retries every interval, up to checkpoint.tolerableFailures; nothing is deleted): {why}");
+                if storage_condition(&mut next, false, "StorageUnreachable", &message, now) {
+                    events::warning(&ctx.recorder, regarding, "StorageUnreachable", message).await;
+                }
+            }
+            None => {
+                storage_condition(
+                    &mut next,
+                    true,
+                    "Ready",
+                    "checkpoint storage is readable",
+                    now,
+                );
+            }
+        }
         if let Some((reason, note)) = restore::confirm_last_record(
             &mut next.restores,
             &reports,

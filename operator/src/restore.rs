@@ -103,6 +103,38 @@ pub struct PodReport {
     /// Checkpoint failures in a row.
     #[serde(default)]
     pub consecutive_checkpoint_failures: u64,
+    /// The newest failed checkpoint, while failures are consecutive.
+    #[serde(default)]
+    pub last_checkpoint_failure: Option<ReportedFailure>,
+}
+
+/// A failed checkpoint as a pod reports it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedFailure {
+    /// Id of the failed checkpoint.
+    pub id: u64,
+    /// `storage`, `timeout` or `task`.
+    #[serde(default)]
+    pub kind: String,
+    /// The runtime's error text.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Why checkpoint storage looks unreachable from the running pods: the first pod whose
+/// current run of failures ends in a storage failure. Timeouts and snapshot failures are
+/// not storage trouble and say nothing here.
+pub fn storage_failure(reports: &[PodReport]) -> Option<String> {
+    reports.iter().find_map(|r| {
+        let f = r.last_checkpoint_failure.as_ref()?;
+        (r.consecutive_checkpoint_failures > 0 && f.kind == "storage").then(|| {
+            format!(
+                "checkpoint {} failed ({} in a row): {}",
+                f.id, r.consecutive_checkpoint_failures, f.reason
+            )
+        })
+    })
 }
 
 /// The outcome of asking the running pods for a final checkpoint.
@@ -405,6 +437,16 @@ pub fn confirm_last_record(
     let expected = last.checkpoint_id;
     last.checkpoint_id = actual;
     last.path = actual.map(|id| checkpoint_path(storage_url, namespace, name, id));
+    if let (Some(e), Some(a)) = (expected, actual) {
+        if a > e && last.reason == "restoreFrom" {
+            // the runtime continues a run pinned to restore.from from that run's newest
+            // checkpoint instead of going back to the pin
+            last.note = Some(format!(
+                "restore.from {e} was restored before; the pods continued from checkpoint {a}, the newest taken since"
+            ));
+            return None;
+        }
+    }
     if expected.is_some() {
         last.reason = FALLBACK.to_string();
     }
@@ -773,5 +815,65 @@ pipeline:
             Some(StartFailure::StorageUnreachable(_))
         ));
         assert_eq!(classify_termination("panicked at foo"), None);
+    }
+
+    fn failing(kind: &str, in_a_row: u64) -> PodReport {
+        PodReport {
+            phase: "Running".into(),
+            consecutive_checkpoint_failures: in_a_row,
+            last_checkpoint_failure: Some(ReportedFailure {
+                id: 7,
+                kind: kind.into(),
+                reason: "checkpoint storage put chk-7/task-0/manifest.json: connection refused"
+                    .into(),
+            }),
+            ..PodReport::default()
+        }
+    }
+
+    #[test]
+    fn only_current_storage_failures_say_storage_is_unreachable() {
+        assert_eq!(storage_failure(&[]), None);
+        assert_eq!(storage_failure(&[PodReport::default()]), None);
+        assert_eq!(storage_failure(&[failing("timeout", 2)]), None);
+        assert_eq!(storage_failure(&[failing("task", 1)]), None);
+        // a stale failure (a checkpoint completed since) is over
+        assert_eq!(storage_failure(&[failing("storage", 0)]), None);
+        let why = storage_failure(&[PodReport::default(), failing("storage", 3)]).expect("failure");
+        assert!(why.contains("checkpoint 7 failed (3 in a row)"), "{why}");
+        assert!(why.contains("connection refused"), "{why}");
+    }
+
+    #[test]
+    fn a_pinned_restore_continued_from_a_newer_checkpoint_is_no_warning() {
+        let mut records = vec![RestoreRecord {
+            checkpoint_id: Some(3),
+            reason: "restoreFrom".into(),
+            ..RestoreRecord::default()
+        }];
+        let pods = [PodReport {
+            phase: "Running".into(),
+            restored_from: Some(9),
+            ..PodReport::default()
+        }];
+        assert_eq!(
+            confirm_last_record(&mut records, &pods, "file:///ck", "ns", "job"),
+            None
+        );
+        assert_eq!(records[0].checkpoint_id, Some(9));
+        assert_eq!(records[0].reason, "restoreFrom");
+        assert!(records[0].confirmed);
+        assert!(records[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("continued from checkpoint 9")));
+        // an older one than the pin is still a fallback with a warning
+        let mut records = vec![RestoreRecord {
+            checkpoint_id: Some(12),
+            reason: "restoreFrom".into(),
+            ..RestoreRecord::default()
+        }];
+        let warned = confirm_last_record(&mut records, &pods, "file:///ck", "ns", "job");
+        assert_eq!(warned.map(|w| w.0), Some("RestoredFromOlderCheckpoint"));
     }
 }

@@ -7,6 +7,7 @@ use crate::build::JobIdentity;
 use crate::pod_admin::{self, AdminTarget};
 use crate::restore::{self, DecisionInput, FinalCheckpoint, PodReport, StartFailure, Transition};
 use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use weir_crds::StreamJob;
 
@@ -124,6 +125,24 @@ pub fn start_failure(pods: &[Pod]) -> Option<(String, StartFailure)> {
     pod_admin::termination_messages(&not_ready)
         .into_iter()
         .find_map(|(pod, msg)| restore::classify_termination(&msg).map(|f| (pod, f)))
+}
+
+/// The ready pods among `pods` that say they are `Stopped`: a final checkpoint completed and
+/// they process nothing more, so replacing them loses nothing.
+pub async fn stopped_pods(http: &reqwest::Client, pods: &[Pod]) -> BTreeSet<String> {
+    let targets = ready_targets(pods);
+    let answers = futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| pod_admin::pod_report(http, t, STATUS_TIMEOUT)),
+    )
+    .await;
+    targets
+        .into_iter()
+        .zip(answers)
+        .filter(|(_, r)| r.as_ref().is_ok_and(|r| r.phase == "Stopped"))
+        .map(|(t, _)| t.pod)
+        .collect()
 }
 
 /// `/status` of the ready pods.

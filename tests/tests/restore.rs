@@ -284,12 +284,12 @@ async fn upgrade_mid_stream_restores_the_final_checkpoint_exactly_once() -> Resu
         .map_err(anyhow::Error::msg)?;
     let old_revision = before["revision"].as_str().unwrap_or_default().to_string();
 
-    // a spec change mid-stream: a new revision
+    // a spec change mid-stream: a new revision, which also keeps only the newest checkpoint
     merge_spec(
         &client,
         ns,
         "win",
-        serde_json::json!({"checkpoint": {"interval": "3s"}}),
+        serde_json::json!({"checkpoint": {"interval": "1s", "retain": 1}}),
     )
     .await?;
     let status = status_where(
@@ -314,6 +314,30 @@ async fn upgrade_mid_stream_restores_the_final_checkpoint_exactly_once() -> Resu
         "restore record names the checkpoint path: {restore}"
     );
     wait_event(&client, ns, "win", "Normal", "FinalCheckpoint").await?;
+
+    // retention (retain 1) never deletes the checkpoint the running revision restored from
+    let pinned = restore["checkpointId"].as_u64().unwrap_or_default();
+    let storage = dir.join("ckpt");
+    let newer = wait_for(
+        "two checkpoints of the new revision",
+        Duration::from_secs(60),
+        || async {
+            let ids = completed_checkpoints(&storage, ns, "win");
+            match ids.iter().filter(|id| **id > pinned).count() {
+                n if n >= 2 => Ok(Some(ids)),
+                _ => Err(format!("{ids:?}")),
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        newer.contains(&pinned),
+        "restore point chk-{pinned} was deleted by retention: {newer:?}"
+    );
+    ensure!(
+        newer.len() <= 3,
+        "retain 1 keeps the newest and the pinned one (one more may be completing): {newer:?}"
+    );
     assert_exactly_once(&dir, &expected.await??).await
 }
 
@@ -499,7 +523,8 @@ impl Drop for S3Server {
     }
 }
 
-fn start_s3s(data: &Path) -> Result<S3Server> {
+/// Starts `s3s-fs` on `port` (0: a free one).
+fn start_s3s(data: &Path, port: u16) -> Result<S3Server> {
     let bin = std::env::var("HOME")
         .map(|h| PathBuf::from(h).join(".cache/weir/cargo/bin/s3s-fs"))
         .ok()
@@ -507,9 +532,12 @@ fn start_s3s(data: &Path) -> Result<S3Server> {
         .unwrap_or_else(|| PathBuf::from("s3s-fs"));
     std::fs::create_dir_all(data.join("ckpts"))?;
     let host = std::env::var("WEIR_NODE_IP").unwrap_or_else(|_| "10.244.77.1".to_string());
-    let port = std::net::TcpListener::bind((host.as_str(), 0))?
-        .local_addr()?
-        .port();
+    let port = match port {
+        0 => std::net::TcpListener::bind((host.as_str(), 0))?
+            .local_addr()?
+            .port(),
+        p => p,
+    };
     let child = std::process::Command::new(&bin)
         .args(["--host", &host, "--port", &port.to_string()])
         .args(["--access-key", "AKE2E", "--secret-key", "SKE2E"])
@@ -534,16 +562,20 @@ fn start_s3s(data: &Path) -> Result<S3Server> {
 }
 
 #[tokio::test]
-async fn s3_checkpoints_survive_a_crash_and_a_missing_secret_is_reported() -> Result<()> {
+async fn s3_checkpoints_survive_a_crash_a_missing_secret_and_a_storage_outage() -> Result<()> {
     let Some((client, ns, dir)) = setup("s3").await? else {
         return Ok(());
     };
     let ns = &ns.name;
-    let s3 = start_s3s(&dir.join("s3"))?;
+    let s3 = start_s3s(&dir.join("s3"), 0)?;
     let expected = spawn_expected(&dir);
     let mut job = stateful_job("win", &dir);
     job["spec"]["checkpoint"]["storage"] = serde_json::json!("s3://ckpts/weir");
     job["spec"]["checkpoint"]["credentialsSecret"] = serde_json::json!("s3-creds");
+    // the job keeps running through a storage outage (below) instead of restarting at once
+    job["spec"]["checkpoint"]["tolerableFailures"] = serde_json::json!(1000);
+    // slower than the other tests, so that the stream outlasts the crash and the outage
+    job["spec"]["pipeline"]["sources"][0]["generator"]["rate"] = serde_json::json!(RATE / 3);
     apply_job(&client, ns, &job).await?;
 
     // the Secret does not exist yet: reported, nothing deployed
@@ -581,7 +613,78 @@ async fn s3_checkpoints_survive_a_crash_and_a_missing_secret_is_reported() -> Re
     // checkpoints land in the bucket (s3s-fs keeps objects as files)
     let seen = running_with_checkpoint(&client, ns, "win", &dir.join("s3/ckpts/weir")).await?;
     crash_and_check_restore(&client, ns, seen).await?;
-    assert_exactly_once(&dir, &expected.await??).await?;
+
+    // the store goes away mid-stream: checkpoints fail as storage failures, the job runs on
+    let port: u16 = s3.endpoint.rsplit(':').next().unwrap_or_default().parse()?;
     drop(s3);
+    let st = status_where(
+        &client,
+        ns,
+        "win",
+        "CheckpointStorageReady=False while running",
+        |s| {
+            s["phase"] == "Running"
+                && condition(s, "CheckpointStorageReady")
+                    .is_some_and(|c| c["status"] == "False" && c["reason"] == "StorageUnreachable")
+        },
+    )
+    .await?;
+    let message = condition(&st, "CheckpointStorageReady")
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    ensure!(
+        message.contains("checkpoint storage"),
+        "the condition names the storage error: {message}"
+    );
+    wait_event(&client, ns, "win", "Warning", "StorageUnreachable").await?;
+
+    // a crash while it is away: the new pod cannot read its checkpoints and retries with backoff
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .delete(
+            "win-0",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await?;
+    let st = status_where(
+        &client,
+        ns,
+        "win",
+        "the restarted pod to report unreadable storage",
+        |s| {
+            condition(s, "CheckpointStorageReady").is_some_and(|c| {
+                c["status"] == "False"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("cannot read checkpoint storage"))
+            })
+        },
+    )
+    .await?;
+    ensure!(
+        st["phase"] != "Failed",
+        "an outage does not fail the job: {st}"
+    );
+
+    // back at the same address: the pod restores the latest checkpoint, nothing was lost
+    let _s3 = start_s3s(&dir.join("s3"), port)?;
+    wait_for(
+        "the job Running with storage Ready again",
+        Duration::from_secs(240),
+        || async {
+            let s = job_status(&client, ns, "win").await?;
+            let ready =
+                condition(&s, "CheckpointStorageReady").is_some_and(|c| c["status"] == "True");
+            if s["phase"] == "Running" && ready {
+                Ok(Some(()))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    assert_exactly_once(&dir, &expected.await??).await?;
     Ok(())
 }

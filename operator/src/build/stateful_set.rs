@@ -153,7 +153,7 @@ fn container(job: &StreamJob, id: &JobIdentity) -> Container {
             protocol: Some("TCP".to_string()),
             ..ContainerPort::default()
         }]),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        readiness_probe: Some(http_probe("/readyz", 2, 3)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(10),
             ..http_probe("/healthz", 10, 3)

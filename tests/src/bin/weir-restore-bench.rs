@@ -1,14 +1,16 @@
 //! `weir-restore-bench`: on the local test cluster, builds up a large state (dedup over
-//! Nexmark events with their padding, RocksDB state, checkpoints on a hostPath volume), then
-//! measures what an upgrade costs: the final checkpoint (`POST /checkpoint?final=true`, as the
-//! operator calls it) and the time from the spec change to the new pod being Ready after its
-//! restore. Prints numbers; never fails on speed.
+//! Nexmark events with their padding, RocksDB state, checkpoints every 10 s on a hostPath
+//! volume) as fast as the pod can, then slows the generator to a steady rate (a first
+//! redeploy, under heavy ingestion), and measures what an upgrade of the running job costs:
+//! the final checkpoint (`POST /checkpoint?final=true`, as the operator calls it, mid-stream)
+//! and the time from the spec change to the new pod being Ready after its restore. Prints
+//! numbers; never fails on speed.
 //!
 //! ```text
 //! source tests/cluster/env.sh
 //! WEIR_E2E=1 WEIR_E2E_RUNTIME_BIN=target/release/weir-runtime \
 //!   WEIR_E2E_OPERATOR_BIN=target/release/weir-operator \
-//!   cargo run -p weir-e2e --bin weir-restore-bench -- [EVENTS]
+//!   cargo run -p weir-e2e --bin weir-restore-bench -- [STATE_MIB [STEADY_RATE]]
 //! ```
 
 use anyhow::{ensure, Context, Result};
@@ -19,7 +21,8 @@ use weir_e2e::*;
 
 const JOB: &str = "bigstate";
 
-fn job(dir: &Path, events: u64) -> serde_json::Value {
+/// The job; `rate` None means as fast as the pod can.
+fn job(dir: &Path, rate: Option<u64>) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "weir.dev/v1alpha1",
         "kind": "StreamJob",
@@ -32,9 +35,9 @@ fn job(dir: &Path, events: u64) -> serde_json::Value {
                 "volumes": [{"name": "state", "hostPath": {"path": dir.display().to_string(), "type": "DirectoryOrCreate"}}],
                 "volumeMounts": [{"name": "state", "mountPath": "/state"}]
             },
-            "checkpoint": {"interval": "20s", "timeout": "120s", "retain": 2, "storage": "file:///state/ckpt"},
+            "checkpoint": {"interval": "10s", "timeout": "120s", "retain": 2, "storage": "file:///state/ckpt"},
             "pipeline": {
-                "sources": [{"name": "gen", "generator": {"kind": "nexmark", "count": events, "partitions": 1, "seed": 3}}],
+                "sources": [{"name": "gen", "generator": {"kind": "nexmark", "rate": rate, "partitions": 1, "seed": 3}}],
                 "operators": [{"name": "d", "input": "gen", "dedup": {"key": "e.type + ':' + e.extra", "ttl": "24h"}}],
                 "sinks": [{"name": "out", "input": "d", "stdout": {}}]
             }
@@ -64,11 +67,13 @@ fn marker_size(dir: &Path, ns: &str, id: u64) -> Option<u64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let events: u64 = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let state_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1024);
+    let steady_rate: u64 = args
+        .next()
         .map(|a| a.parse())
         .transpose()?
-        .unwrap_or(8_000_000);
+        .unwrap_or(20_000);
     ensure!(
         enabled("restore-bench"),
         "set WEIR_E2E=1 and bring the cluster up first"
@@ -80,34 +85,66 @@ async fn main() -> Result<()> {
     let dir = PathBuf::from(format!("/tmp/weir-e2e-state/{ns}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    apply_job(&client, &ns, &job(&dir, events)).await?;
+    apply_job(&client, &ns, &job(&dir, None)).await?;
 
-    println!("building state: {events} Nexmark events deduplicated by their padding…");
+    println!("building {state_mib} MiB of checkpointed state: Nexmark events deduplicated by their padding…");
     let built = Instant::now();
-    let status = wait_for(
-        "the input to be consumed",
-        Duration::from_secs(1800),
+    let target = state_mib * 1024 * 1024;
+    wait_for(
+        "the checkpointed state to reach its size",
+        Duration::from_secs(3600),
         || async {
             let st = runtime_pod_status(&client, &ns, &format!("{JOB}-0"))
                 .await
                 .map_err(|e| e.to_string())?;
-            let done = st["tasks"].as_array().is_some_and(|t| {
-                !t.is_empty()
-                    && t.iter()
-                        .all(|t| t["finished"] == true || t["recordsIn"].as_u64() >= Some(events))
-            });
-            if done {
-                Ok(Some(st))
+            let size = st["lastCheckpoint"]["id"]
+                .as_u64()
+                .and_then(|id| marker_size(&dir, &ns, id))
+                .unwrap_or(0);
+            if size >= target {
+                Ok(Some(()))
             } else {
-                Err(format!("{}", st["tasks"]))
+                Err(format!("{} MiB", size / 1048576))
             }
         },
     )
     .await?;
-    println!("  consumed in {:.1}s", built.elapsed().as_secs_f64());
-    let before = status["lastCheckpoint"]["id"].as_u64();
+    println!("  built in {:.1}s", built.elapsed().as_secs_f64());
 
-    // the final checkpoint, timed as the operator sees it
+    // first redeploy: the generator slows to a steady rate (the spec change restores the state)
+    let t = Instant::now();
+    patch_spec(
+        &client,
+        serde_json::json!({"pipeline": job(&dir, Some(steady_rate))["spec"]["pipeline"]}),
+        &ns,
+    )
+    .await?;
+    let first = wait_restored(&client, &ns, 1).await?;
+    println!(
+        "redeploy under full-speed ingestion → Ready after restoring checkpoint {}: {:.2}s",
+        first["checkpointId"],
+        t.elapsed().as_secs_f64()
+    );
+    // one periodic checkpoint at the steady rate, so the final one covers ≤ 10 s of input
+    let after = checkpoint_id(&client, &ns).await?;
+    wait_for(
+        "a periodic checkpoint at the steady rate",
+        Duration::from_secs(300),
+        || async {
+            let id = checkpoint_id(&client, &ns)
+                .await
+                .map_err(|e| e.to_string())?;
+            if id > after {
+                Ok(Some(()))
+            } else {
+                Err(format!("{id}"))
+            }
+        },
+    )
+    .await?;
+
+    // the final checkpoint mid-stream, timed as the operator sees it
+    let before = checkpoint_id(&client, &ns).await?;
     let t = Instant::now();
     let reply = post_final_checkpoint(&client, &ns).await?;
     let final_s = t.elapsed().as_secs_f64();
@@ -116,36 +153,19 @@ async fn main() -> Result<()> {
         .with_context(|| format!("final checkpoint reply: {reply}"))?;
     let size = marker_size(&dir, &ns, final_id).unwrap_or(0);
     println!(
-        "final checkpoint {final_id} (previous {before:?}): {final_s:.2}s, state {:.1} MiB",
+        "final checkpoint {final_id} (previous {before}) at {steady_rate} events/s: {final_s:.2}s, state {:.1} MiB",
         size as f64 / 1048576.0
     );
 
     // upgrade: spec change → new pod Ready after its restore
     let t = Instant::now();
-    stream_jobs(&client, &ns)
-        .patch(
-            JOB,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"checkpoint": {"interval": "30s"}}})),
-        )
-        .await?;
-    let restored = wait_for(
-        "the new pod restored and Ready",
-        Duration::from_secs(900),
-        || async {
-            let st = job_status(&client, &ns, JOB).await?;
-            let r = st["restores"]
-                .as_array()
-                .and_then(|r| r.last().cloned())
-                .unwrap_or_default();
-            if st["phase"] == "Running" && r["confirmed"] == true && r["reason"] == "upgrade" {
-                Ok(Some(r))
-            } else {
-                Err(st["phase"].to_string())
-            }
-        },
+    patch_spec(
+        &client,
+        serde_json::json!({"checkpoint": {"interval": "30s"}}),
+        &ns,
     )
     .await?;
+    let restored = wait_restored(&client, &ns, 2).await?;
     let ready_s = t.elapsed().as_secs_f64();
     println!(
         "redeploy → Ready after restoring checkpoint {}: {ready_s:.2}s",
@@ -157,4 +177,48 @@ async fn main() -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+async fn patch_spec(client: &kube::Client, spec: serde_json::Value, ns: &str) -> Result<()> {
+    stream_jobs(client, ns)
+        .patch(
+            JOB,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": spec })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The id of the pod's last completed checkpoint (0 before the first).
+async fn checkpoint_id(client: &kube::Client, ns: &str) -> Result<u64> {
+    let st = runtime_pod_status(client, ns, &format!("{JOB}-0")).await?;
+    Ok(st["lastCheckpoint"]["id"].as_u64().unwrap_or(0))
+}
+
+/// Waits until the job is Running with its `n`-th upgrade restore confirmed; returns it.
+async fn wait_restored(client: &kube::Client, ns: &str, n: usize) -> Result<serde_json::Value> {
+    wait_for(
+        "the new pod restored and Ready",
+        Duration::from_secs(900),
+        || async {
+            let st = job_status(client, ns, JOB).await?;
+            let upgrades: Vec<serde_json::Value> = st["restores"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter(|r| r["reason"] == "upgrade")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            match upgrades.get(n - 1) {
+                Some(r) if st["phase"] == "Running" && r["confirmed"] == true => {
+                    Ok(Some(r.clone()))
+                }
+                _ => Err(st["phase"].to_string()),
+            }
+        },
+    )
+    .await
 }
