@@ -1,6 +1,9 @@
 //! Micro-benchmark of the workload operators and a 3-minute window through the engine's
 //! operator path (operator factory, RocksDB state behind the write-back cache, timers, a
-//! checkpoint flush every 1,000,000 events), on one thread. Prints events/s per core; it never fails on speed.
+//! checkpoint flush every 1,000,000 events), on one thread. Prints events per wall second and
+//! per CPU-second of the whole process (RocksDB's threads included; the final flush of all
+//! timers is not counted) and the peak RSS so far; it never fails on speed. Run one case per
+//! process for a per-case peak RSS.
 //!
 //!     cargo run --release -p weir-runtime --example workload_bench [-- <events> [<case>...]]
 //!
@@ -31,7 +34,31 @@ struct Outcome {
     events: u64,
     outputs: u64,
     secs: f64,
+    cpu_secs: f64,
     flush_secs: f64,
+}
+
+/// User + system CPU seconds of the whole process so far (RocksDB's threads included), from
+/// `/proc/self/stat` (clock ticks of 1/100 s).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the command name (which may contain spaces) start at state (field 3)
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15: indices 11 and 12 after the state field
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The process's peak resident set size so far in MiB (`VmHWM`).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
 }
 
 /// Runs `events` (input index, record) through the operator `spec`, advancing the watermark
@@ -62,6 +89,7 @@ fn run(spec: &OperatorSpec, events: impl Iterator<Item = (usize, Record)>) -> Ou
     let mut wm = i64::MIN;
     let mut n = 0u64;
     let start = Instant::now();
+    let cpu_start = process_cpu_secs();
     for (input, rec) in events {
         let ts = rec.ts;
         {
@@ -88,6 +116,7 @@ fn run(spec: &OperatorSpec, events: impl Iterator<Item = (usize, Record)>) -> Ou
         out.clear();
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu_secs() - cpu_start;
     let flush = Instant::now();
     fire(
         op.as_mut(),
@@ -102,6 +131,7 @@ fn run(spec: &OperatorSpec, events: impl Iterator<Item = (usize, Record)>) -> Ou
         events: n,
         outputs,
         secs,
+        cpu_secs,
         flush_secs: flush.elapsed().as_secs_f64(),
     }
 }
@@ -129,12 +159,15 @@ fn fire(
 
 fn report(name: &str, o: &Outcome) {
     println!(
-        "{name:<44} {:>9} events {:>7.2} s {:>10.0} events/s/core  {:>8} outputs (final flush {:.2} s)",
+        "{name:<44} {:>9} events {:>7.2} s {:>10.0} events/s  {:>6.2} CPU-s {:>10.0} events/CPU-s  {:>8} outputs (final flush {:.2} s)  peak RSS {:.0} MiB",
         o.events,
         o.secs,
         o.events as f64 / o.secs.max(1e-9),
+        o.cpu_secs,
+        o.events as f64 / o.cpu_secs.max(1e-9),
         o.outputs,
-        o.flush_secs
+        o.flush_secs,
+        peak_rss_mib()
     );
 }
 

@@ -11,8 +11,10 @@
 //! - [`job`]: the coordinator; [`admin`], [`metrics`], [`status`]: observability
 //! - [`config`]: command-line and environment settings; [`bench`]: throughput benchmark
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the Kubernetes termination message
+//! - `allocator`: mimalloc for the whole process (RocksDB's C++ allocations included)
 
 pub mod admin;
+mod allocator;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -77,6 +77,8 @@ struct Slot<V> {
 pub struct WorkloadState<V> {
     handle: StateHandle,
     prefix: Vec<u8>,
+    /// `prefix` followed by the key of the last RocksDB read (reused, no allocation per miss).
+    read_key: Vec<u8>,
     cache: KeyMap<String, Slot<V>>,
     capacity: usize,
 }
@@ -93,17 +95,26 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
         prefix.push(0);
         WorkloadState {
             handle,
+            read_key: prefix.clone(),
             prefix,
             cache: KeyMap::default(),
             capacity: capacity.max(16),
         }
     }
 
-    fn db_key(&self, key: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key.as_bytes());
-        k
+    /// Reads `key`'s value from RocksDB, decoding it straight from the pinned bytes.
+    fn read(&mut self, key: &str) -> Result<Option<V>, StateBackendError> {
+        self.read_key.truncate(self.prefix.len());
+        self.read_key.extend_from_slice(key.as_bytes());
+        let decoded = self
+            .handle
+            .get_with(&self.read_key, |bytes| serde_json::from_slice::<V>(bytes))
+            .map_err(|e| backend("reading", e))?;
+        match decoded {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(e)) => Err(backend(&format!("decoding the value of key '{key}'"), e)),
+        }
     }
 
     /// Writes every dirty entry to RocksDB (one batch, WAL off).
@@ -172,15 +183,9 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             }
             return Ok(slot.value.take());
         }
-        let Some(bytes) = self
-            .handle
-            .get_raw(&self.db_key(key))
-            .map_err(|e| backend("reading", e))?
-        else {
+        let Some(value) = self.read(key)? else {
             return Ok(None);
         };
-        let value: V = serde_json::from_slice(&bytes)
-            .map_err(|e| backend(&format!("decoding the value of key '{key}'"), e))?;
         if self.cache.len() >= self.capacity {
             self.make_room()?;
         }
