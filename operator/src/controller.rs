@@ -231,21 +231,47 @@ async fn patch_status(
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.resource);
-    let mut patch = status::merge_patch(status);
-    patch["metadata"] = serde_json::json!({ "resourceVersion": obj.resource_version() });
-    match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(Patched::Written),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Patched::Conflict),
-        Err(source) => Err(Error::PatchStatus {
-            namespace,
-            name,
-            source,
-        }),
+    let previous = previous_status(obj);
+    let mut resource_version = obj.resource_version();
+    let mut status = status.clone();
+    for _ in 0..STATUS_REBASES {
+        let mut patch = status::merge_patch(&status);
+        patch["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(Patched::Written),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Someone else (the health loop) wrote the status since this reconcile read
+                // it: re-apply this reconcile's changes onto theirs rather than drop them
+                // (a transition's restore record would be lost: the next reconcile sees no
+                // transition any more).
+                let fresh = api
+                    .get_status(&name)
+                    .await
+                    .map_err(|source| Error::PatchStatus {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        source,
+                    })?;
+                status = status::rebase(&status, &previous, &previous_status(&fresh));
+                resource_version = fresh.resource_version();
+            }
+            Err(source) => {
+                return Err(Error::PatchStatus {
+                    namespace,
+                    name,
+                    source,
+                })
+            }
+        }
     }
+    Ok(Patched::Conflict)
 }
+
+/// How often a conflicting status patch is rebased onto the current status and retried.
+const STATUS_REBASES: usize = 3;
 
 /// Requeue soon after losing a status race (the watch usually brings the new version first).
 const CONFLICT_RETRY: Duration = Duration::from_secs(1);

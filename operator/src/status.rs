@@ -217,10 +217,78 @@ pub fn merge_patch(status: &StreamJobStatus) -> serde_json::Value {
     })
 }
 
+/// `next` (computed by a reconcile from `previous`) re-applied onto `fresh`, the status another
+/// writer (the health loop) has written since: the fields the controller owns come from
+/// `next`, the others (health, active alerts) from `fresh`, and of the conditions those this
+/// reconcile changed come from `next`, the rest from `fresh`. Used after a 409 Conflict, so
+/// that a transition's restore record is not lost to a concurrent health update.
+pub fn rebase(
+    next: &StreamJobStatus,
+    previous: &StreamJobStatus,
+    fresh: &StreamJobStatus,
+) -> StreamJobStatus {
+    let mut conditions = fresh.conditions.clone();
+    for c in &next.conditions {
+        let before = find_condition(&previous.conditions, &c.type_);
+        if before != Some(c) {
+            match conditions.iter_mut().find(|f| f.type_ == c.type_) {
+                Some(slot) => *slot = c.clone(),
+                None => conditions.push(c.clone()),
+            }
+        }
+    }
+    StreamJobStatus {
+        conditions,
+        health: fresh.health.clone(),
+        active_alerts: fresh.active_alerts.clone(),
+        ..next.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_rebased_status_keeps_the_reconcile_and_the_health_writes() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .single()
+            .expect("time");
+        let cond = |ty: &str, ok: bool| {
+            let mut c = Condition::new(ty, ok, "R", "m");
+            c.last_transition_time = Some(t);
+            c
+        };
+        let previous = StreamJobStatus {
+            conditions: vec![cond("Ready", true), cond("Backpressured", false)],
+            ..Default::default()
+        };
+        // the reconcile appended a restore record and changed Ready
+        let mut next = previous.clone();
+        next.restores.push(weir_crds::stream_job::RestoreRecord {
+            checkpoint_id: Some(7),
+            reason: "upgrade".into(),
+            ..Default::default()
+        });
+        next.conditions[0] = cond("Ready", false);
+        // meanwhile the health loop set Backpressured and health
+        let mut fresh = previous.clone();
+        fresh.conditions[1] = cond("Backpressured", true);
+        fresh.health = Some(Default::default());
+        let out = rebase(&next, &previous, &fresh);
+        assert_eq!(out.restores, next.restores);
+        assert_eq!(out.health, fresh.health);
+        assert_eq!(
+            find_condition(&out.conditions, "Ready"),
+            Some(&cond("Ready", false))
+        );
+        assert_eq!(
+            find_condition(&out.conditions, "Backpressured"),
+            Some(&cond("Backpressured", true))
+        );
+    }
 
     #[test]
     fn the_patch_carries_checkpoint_and_restores() {
