@@ -207,8 +207,7 @@ fn a_pinned_restore_point_is_not_restored_twice_after_a_crash() {
         &pin_arg,
     ];
     // the pinned run checkpoints past the pin, and is killed
-    let have = completed_checkpoints(&root).len();
-    kill_after_checkpoints(&pinned, &[], &root, have + 2);
+    kill_when(&pinned, &[], &root, |ids| ids.last() >= Some(&(pin + 2)));
     assert!(completed_checkpoints(&root).last() > Some(&pin));
     // restarted with the same pin, it continues from its newest checkpoint
     let stderr = run_to_end(&pinned, &[]);

@@ -82,6 +82,17 @@ pub fn completed_checkpoints(job_root: &Path) -> Vec<u64> {
 /// Spawns a run, waits until `n` checkpoints completed under `job_root`, then kill -9s it.
 /// Panics if the process ends before that (the test would prove nothing).
 pub fn kill_after_checkpoints(args: &[&str], envs: &[(&str, &str)], job_root: &Path, n: usize) {
+    kill_when(args, envs, job_root, |ids| ids.len() >= n);
+}
+
+/// Runs the binary and SIGKILLs it as soon as `done` holds for the completed checkpoint ids
+/// under `job_root` (retention deletes old ones, so counts stop growing at `retain`).
+pub fn kill_when(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    job_root: &Path,
+    done: impl Fn(&[u64]) -> bool,
+) {
     let mut child = spawn(args, envs);
     let start = Instant::now();
     loop {
@@ -92,7 +103,7 @@ pub fn kill_after_checkpoints(args: &[&str], envs: &[(&str, &str)], job_root: &P
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        if completed_checkpoints(job_root).len() >= n {
+        if done(&completed_checkpoints(job_root)) {
             break;
         }
         assert!(
