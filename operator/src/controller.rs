@@ -433,6 +433,15 @@ async fn deploy(
             },
         );
     }
+    // A transition's restore record is written before the new revision is applied: once the
+    // StatefulSet carries it, the next reconcile sees no transition, so a record that a later
+    // failure (a lost status race, an API error) kept from being written would be gone.
+    if transition.is_some()
+        && next != *previous
+        && patch_status(obj, ctx, &next).await? == Patched::Conflict
+    {
+        return Ok(Action::requeue(CONFLICT_RETRY));
+    }
 
     let sts = apply::apply_children(&ctx.client, &id, &children).await?;
     for step in &steps {
