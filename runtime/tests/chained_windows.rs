@@ -73,17 +73,7 @@ fn window_results_are_not_late_for_a_downstream_window() {
     let out = base.path().join("out");
     let f = base.path().join("job.yaml");
     write(&f, &job(&input, &out, &base.path().join("ck")));
-    run_to_end(
-        &[
-            "run",
-            "-q",
-            "-f",
-            &p(&f),
-            "--state-dir",
-            &p(&base.path().join("state")),
-        ],
-        &[],
-    );
+    run_file_to_end(&f, &base.path().join("state"), &[]);
 
     let late = committed_lines(&out.join("late"));
     assert!(

@@ -113,17 +113,7 @@ fn run_twice_with_kill(job: impl Fn(&Path, &Path) -> String, name: &str, kills: 
     let base = tmp();
     let f = base.path().join("job.yaml");
     write(&f, &job(&base.path().join("out"), &base.path().join("ck")));
-    run_to_end(
-        &[
-            "run",
-            "-q",
-            "-f",
-            &p(&f),
-            "--state-dir",
-            &p(&base.path().join("st")),
-        ],
-        &[],
-    );
+    run_file_to_end(&f, &base.path().join("st"), &[]);
 
     let crash = tmp();
     let f2 = crash.path().join("job.yaml");
@@ -174,17 +164,7 @@ fn a_pinned_restore_point_is_not_restored_twice_after_a_crash() {
         &f,
         &window_job(&base.path().join("out"), &base.path().join("ck")),
     );
-    run_to_end(
-        &[
-            "run",
-            "-q",
-            "-f",
-            &p(&f),
-            "--state-dir",
-            &p(&base.path().join("st")),
-        ],
-        &[],
-    );
+    run_file_to_end(&f, &base.path().join("st"), &[]);
 
     let crash = tmp();
     let f2 = crash.path().join("job.yaml");

@@ -119,17 +119,7 @@ spec:
     let base_out = dir.path().join("base-out");
     let f = dir.path().join("base.yaml");
     write(&f, &job(&base_out).replace("s3job", "s3base"));
-    run_to_end(
-        &[
-            "run",
-            "-q",
-            "-f",
-            &p(&f),
-            "--state-dir",
-            &p(&dir.path().join("st1")),
-        ],
-        &envs,
-    );
+    run_file_to_end(&f, &dir.path().join("st1"), &envs);
 
     let out = dir.path().join("out");
     let f2 = dir.path().join("job.yaml");
@@ -188,17 +178,7 @@ spec:
     let base_out = dir.path().join("base-out");
     let f = dir.path().join("base.yaml");
     write(&f, &job("outagebase", &base_out));
-    run_to_end(
-        &[
-            "run",
-            "-q",
-            "-f",
-            &p(&f),
-            "--state-dir",
-            &p(&dir.path().join("st1")),
-        ],
-        &envs,
-    );
+    run_file_to_end(&f, &dir.path().join("st1"), &envs);
 
     let out = dir.path().join("out");
     let f2 = dir.path().join("job.yaml");

@@ -62,6 +62,22 @@ pub fn run_to_end(args: &[&str], envs: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// `weir-runtime run -q -f <job_file> --state-dir <state_dir>` to the end (asserting success);
+/// returns stderr. The uninterrupted baseline run of most tests.
+pub fn run_file_to_end(job_file: &Path, state_dir: &Path, envs: &[(&str, &str)]) -> String {
+    run_to_end(
+        &[
+            "run",
+            "-q",
+            "-f",
+            &p(job_file),
+            "--state-dir",
+            &p(state_dir),
+        ],
+        envs,
+    )
+}
+
 /// Completed checkpoint ids under a job's checkpoint root.
 pub fn completed_checkpoints(job_root: &Path) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(job_root)
