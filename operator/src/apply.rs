@@ -2,14 +2,13 @@
 //! an older revision, and deletes the children on cleanup.
 
 use crate::build::{config_map_name, Children, JobIdentity, JOB_LABEL};
-use crate::lifecycle::pod_is_outdated;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 /// A failed write or read of a child object.
@@ -147,47 +146,50 @@ pub async fn existing_stateful_set(
         })
 }
 
-/// Applies ConfigMap, Service and StatefulSet, in that order; returns the StatefulSet as stored.
+/// The children as stored after an apply.
+#[derive(Debug)]
+pub struct Stored {
+    /// The ConfigMap.
+    pub config_map: ConfigMap,
+    /// The Service.
+    pub service: Service,
+    /// The StatefulSet.
+    pub stateful_set: StatefulSet,
+}
+
+/// Applies ConfigMap, Service and StatefulSet, in that order; returns them as stored.
 pub async fn apply_children(
     client: &Client,
     id: &JobIdentity,
     children: &Children,
-) -> Result<StatefulSet, ApplyError> {
+) -> Result<Stored, ApplyError> {
     let ns = &id.namespace;
-    ssa::<ConfigMap>(client, ns, &children.config_map)
+    let config_map = ssa::<ConfigMap>(client, ns, &children.config_map)
         .await
         .map_err(|source| ApplyError::ApplyConfigMap {
             namespace: ns.clone(),
             name: id.config_map_name(),
             source,
         })?;
-    ssa::<Service>(client, ns, &children.service)
+    let service = ssa::<Service>(client, ns, &children.service)
         .await
         .map_err(|source| ApplyError::ApplyService {
             namespace: ns.clone(),
             name: id.name.clone(),
             source,
         })?;
-    ssa::<StatefulSet>(client, ns, &children.stateful_set)
+    let stateful_set = ssa::<StatefulSet>(client, ns, &children.stateful_set)
         .await
         .map_err(|source| ApplyError::ApplyStatefulSet {
             namespace: ns.clone(),
             name: id.name.clone(),
             source,
-        })
-}
-
-/// The job's pods whose template annotations differ from `desired` (not already terminating).
-pub async fn outdated_pods(
-    client: &Client,
-    id: &JobIdentity,
-    desired: &BTreeMap<String, String>,
-) -> Result<Vec<Pod>, ApplyError> {
-    Ok(job_pods(client, id)
-        .await?
-        .into_iter()
-        .filter(|p| pod_is_outdated(p, desired))
-        .collect())
+        })?;
+    Ok(Stored {
+        config_map,
+        service,
+        stateful_set,
+    })
 }
 
 /// Deletes `outdated` pods so that the StatefulSet recreates them from the current template.

@@ -2,10 +2,12 @@
 //! cannot break the watch), owns their ConfigMaps, Services and StatefulSets, and runs the
 //! reconcile pipeline validate → build → apply → status inside `finalizer()`.
 
+use crate::applied_children::{self, AppliedChildren};
 use crate::apply::{self, ApplyError};
 use crate::build::{self, BuildError, JobIdentity};
 use crate::config::RunConfig;
 use crate::events::{self, chain};
+use crate::job_changes::JobChanges;
 use crate::lifecycle::{self, Lifecycle};
 use crate::metrics::Metrics;
 use crate::restore;
@@ -14,8 +16,9 @@ use crate::status::{self, Deployed, Observed};
 use crate::validate::{checked_job, SpecInvalid};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -47,6 +50,8 @@ pub struct Context {
     pub resource: ApiResource,
     /// HTTP client for the runtime pods' admin API.
     pub http: reqwest::Client,
+    /// The children applied per job, to skip applies that would change nothing.
+    pub applied: AppliedChildren,
 }
 
 /// A failed reconcile.
@@ -131,26 +136,86 @@ where
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ctx.resource),
             None => Api::all_with(client.clone(), &ctx.resource),
         };
-        let config_maps: Api<ConfigMap> = scoped(&client, ns.as_deref());
-        let services: Api<Service> = scoped(&client, ns.as_deref());
-        let stateful_sets: Api<StatefulSet> = scoped(&client, ns.as_deref());
+        // Metadata-only watches (`PartialObjectMeta`).
+        let config_maps: Api<PartialObjectMeta<ConfigMap>> = scoped(&client, ns.as_deref());
+        let services: Api<PartialObjectMeta<Service>> = scoped(&client, ns.as_deref());
+        let stateful_sets: Api<PartialObjectMeta<StatefulSet>> = scoped(&client, ns.as_deref());
+        let pods: Api<PartialObjectMeta<Pod>> = scoped(&client, ns.as_deref());
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=weir-operator");
         // The cache of StreamJobs keeps them without managedFields and kubectl's
-        // last-applied annotation (most of each object's size); children are watched as
-        // metadata only by `owns` and not cached at all.
+        // last-applied annotation (most of each object's size); children and pods are
+        // watched as metadata only and not cached at all.
         let writer = reflector::store::Writer::new(ctx.resource.clone());
         let reader = writer.as_reader();
+        // Only changes of spec or metadata trigger a reconcile; status-only events (this
+        // controller's own status patches, the health loop's) are counted and dropped.
+        let mut changes = JobChanges::default();
+        let metrics = ctx.metrics.clone();
         let trigger = watcher(jobs, watcher::Config::default())
             .modify(crate::object_trim::trim_job)
             .reflect(writer)
-            .applied_objects();
+            .filter_map(move |event| {
+                futures::future::ready(match event {
+                    Ok(event) => {
+                        let (job, change) = changes.admit(event);
+                        if let Some(change) = change {
+                            metrics.count_trigger(change.label());
+                        }
+                        job.map(Ok)
+                    }
+                    Err(e) => Some(Err(e)),
+                })
+            });
+        let m = &ctx.metrics;
+        let resource = ctx.resource.clone();
+        // Pods are not owned by the job (the StatefulSet owns them), but their changes
+        // matter: a pod that cannot start (its termination message), one that became ready
+        // or was recreated. Mapped to the job by the `weir.dev/job` label.
+        let pod_to_job = move |pod: PartialObjectMeta<Pod>| {
+            let job = pod.labels().get(build::JOB_LABEL).cloned();
+            let namespace = pod.namespace();
+            job.zip(namespace).map(|(job, namespace)| {
+                reflector::ObjectRef::new_with(job.as_str(), resource.clone())
+                    .within(namespace.as_str())
+            })
+        };
         Controller::for_stream_with(trigger, reader, ctx.resource.clone())
             .with_config(
                 controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles),
             )
-            .owns(config_maps, owned.clone())
-            .owns(services, owned.clone())
-            .owns(stateful_sets, owned)
+            .owns_stream(counted(
+                observed(
+                    watcher(config_maps, owned.clone()),
+                    ctx.clone(),
+                    CONFIG_MAP,
+                    ns.clone(),
+                ),
+                m.clone(),
+                "configmap",
+            ))
+            .owns_stream(counted(
+                observed(
+                    watcher(services, owned.clone()),
+                    ctx.clone(),
+                    SERVICE,
+                    ns.clone(),
+                ),
+                m.clone(),
+                "service",
+            ))
+            .owns_stream(counted(
+                watcher(stateful_sets, owned),
+                m.clone(),
+                "statefulset",
+            ))
+            .watches_stream(
+                counted(
+                    watcher(pods, watcher::Config::default().labels(build::JOB_LABEL)),
+                    m.clone(),
+                    "pod",
+                ),
+                pod_to_job,
+            )
             .graceful_shutdown_on(shutdown())
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -165,6 +230,31 @@ where
     all.await;
 }
 
+/// The objects a watch touched, each counted as a reconcile trigger.
+fn counted<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    metrics: Arc<Metrics>,
+    trigger: &'static str,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    events
+        .touched_objects()
+        .inspect(move |_| metrics.count_trigger(trigger))
+}
+
+/// The watch events of children of `kind`, their resourceVersions noted in `ctx.applied`.
+fn observed<K: kube::Resource + Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    scope: Option<String>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
+    events.inspect(move |event| {
+        if let Ok(event) = event {
+            ctx.applied.observe(kind, scope.as_deref(), event);
+        }
+    })
+}
+
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -175,7 +265,8 @@ where
     }
 }
 
-fn error_policy(_obj: Arc<DynamicObject>, _error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(_obj: Arc<DynamicObject>, _error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.count_trigger("requeue_error");
     Action::requeue(Duration::from_secs(15))
 }
 
@@ -443,7 +534,7 @@ async fn deploy(
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
 
-    let sts = apply::apply_children(&ctx.client, &id, &children).await?;
+    let sts = apply_unless_unchanged(ctx, &id, &children, existing, steps.is_empty()).await?;
     for step in &steps {
         events::normal(&ctx.recorder, regarding, step.reason(), step.note()).await;
     }
@@ -454,7 +545,13 @@ async fn deploy(
             build::template_annotations(&children.revision, job.spec.restart_nonce.as_deref())
                 .into_iter()
                 .collect();
-        let outdated = apply::outdated_pods(&ctx.client, &id, &desired).await?;
+        // The pods listed above: the StatefulSet controller has observed the current
+        // template, so this apply changed no template and the list is current enough.
+        let outdated: Vec<_> = pods
+            .iter()
+            .filter(|p| lifecycle::pod_is_outdated(p, &desired))
+            .cloned()
+            .collect();
         let stopped = restore_flow::stopped_pods(&ctx.http, &outdated).await;
         let restarted = apply::restart_outdated_pods(&ctx.client, &id, &outdated, &stopped).await?;
         if restarted > 0 {
@@ -545,20 +642,86 @@ async fn deploy(
         events::normal(&ctx.recorder, regarding, running.reason(), running.note()).await;
     }
     ctx.metrics.set_job_phase(&job_key, next.phase);
-    if next != *previous && patch_status(obj, ctx, &next).await? == Patched::Conflict {
+    let written = next != *previous;
+    ctx.metrics.count_write("StreamJobStatus", written);
+    if written && patch_status(obj, ctx, &next).await? == Patched::Conflict {
+        ctx.metrics.count_trigger("requeue_conflict");
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
-    Ok(match next.phase {
-        // Running jobs are polled for their checkpoint facts.
-        Some(Phase::Running) => Action::requeue(RUNNING_POLL),
-        Some(Phase::Suspended) => Action::requeue(Duration::from_secs(300)),
-        Some(Phase::Failed) => Action::requeue(Duration::from_secs(30)),
-        _ => Action::requeue(Duration::from_secs(5)),
-    })
+    ctx.metrics.count_trigger("requeue_poll");
+    Ok(Action::requeue(poll_interval(next.phase)))
 }
+
+/// How long until a job is looked at again without any watch event. Running jobs are polled
+/// for their pods' checkpoint facts (HTTP, no watch can tell). Every other change a
+/// reconcile waits for (the StatefulSet controller observing a template, pods being
+/// recreated, becoming ready or failing to start) arrives through the StatefulSet and pod
+/// watches, so the other phases are only re-checked as a safety net.
+pub fn poll_interval(phase: Option<Phase>) -> Duration {
+    match phase {
+        Some(Phase::Running) => RUNNING_POLL,
+        Some(Phase::Suspended) => Duration::from_secs(300),
+        Some(Phase::Failed) => Duration::from_secs(30),
+        _ => SETTLING_POLL,
+    }
+}
+
+/// Applies the children, unless nothing changed since this operator last applied them (see
+/// [`applied_children`]); returns the StatefulSet as stored.
+async fn apply_unless_unchanged(
+    ctx: &Context,
+    id: &JobIdentity,
+    children: &build::Children,
+    existing: Option<StatefulSet>,
+    no_lifecycle_step: bool,
+) -> Result<StatefulSet, Error> {
+    let digest = applied_children::digest(children);
+    let recorded = ctx.applied.recorded(&id.namespace, &id.name);
+    let config_map_version = ctx
+        .applied
+        .version(CONFIG_MAP, &id.namespace, &id.config_map_name());
+    let service_version = ctx.applied.version(SERVICE, &id.namespace, &id.name);
+    let current = applied_children::Current {
+        config_map_version: config_map_version.as_deref(),
+        service_version: service_version.as_deref(),
+        stateful_set: existing.as_ref(),
+    };
+    let skip = no_lifecycle_step
+        && applied_children::unchanged(recorded.as_ref(), digest, children, &current);
+    for kind in [CONFIG_MAP, SERVICE, STATEFUL_SET] {
+        ctx.metrics.count_write(kind, !skip);
+    }
+    match existing {
+        Some(sts) if skip => Ok(sts),
+        _ => {
+            ctx.applied.forget(&id.namespace, &id.name);
+            let stored = apply::apply_children(&ctx.client, id, children).await?;
+            ctx.applied.record(
+                &id.namespace,
+                &id.name,
+                applied_children::Applied::of(
+                    digest,
+                    &stored.config_map,
+                    &stored.service,
+                    &stored.stateful_set,
+                ),
+            );
+            Ok(stored.stateful_set)
+        }
+    }
+}
+
+/// Kind names of the children (watch keys and metric labels).
+const CONFIG_MAP: &str = "ConfigMap";
+const SERVICE: &str = "Service";
+const STATEFUL_SET: &str = "StatefulSet";
 
 /// How often a running job's pods are asked for their checkpoint facts.
 const RUNNING_POLL: Duration = Duration::from_secs(30);
+
+/// The safety-net re-check of a job on its way to Running or Suspended (was 5 s, before the
+/// pod watch, when polling was how pod changes were noticed).
+const SETTLING_POLL: Duration = Duration::from_secs(60);
 
 /// Sets the checkpoint-storage condition; true if it flipped or its reason changed.
 fn storage_condition(
@@ -590,6 +753,7 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(60);
 async fn cleanup_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let namespace = obj.namespace().unwrap_or_default();
+    ctx.applied.forget(&namespace, &name);
     apply::delete_children(&ctx.client, &namespace, &name).await?;
     let start = std::time::Instant::now();
     loop {

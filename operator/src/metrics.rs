@@ -35,6 +35,22 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Label set `{trigger}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    /// What asked for a reconcile (a bounded set, see [`Metrics::count_trigger`]).
+    pub trigger: String,
+}
+
+/// Label set `{kind, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// Kind of the object written (`ConfigMap`, `Service`, `StatefulSet`, `StreamJobStatus`).
+    pub kind: String,
+    /// `written`, or `unchanged` (the write was skipped: the object already matched).
+    pub outcome: String,
+}
+
 /// All operator metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -43,6 +59,8 @@ pub struct Metrics {
     duration: Histogram,
     jobs: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    triggers: Family<TriggerLabels, Counter>,
+    writes: Family<WriteLabels, Counter>,
     phases: Mutex<HashMap<String, Phase>>,
 }
 
@@ -55,6 +73,8 @@ impl Metrics {
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             jobs: Family::default(),
             leader: Gauge::default(),
+            triggers: Family::default(),
+            writes: Family::default(),
             phases: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -77,6 +97,18 @@ impl Metrics {
             "weir_operator_leader",
             "1 while this replica holds the leader Lease (or runs without leader election)",
             m.leader.clone(),
+        );
+        registry.register(
+            "weir_operator_reconcile_triggers",
+            "Watch events and requeues that asked for a StreamJob reconcile, by trigger \
+             (job_status_only and job_unchanged are counted but filtered out; several triggers \
+             of one job may be served by one reconcile)",
+            m.triggers.clone(),
+        );
+        registry.register(
+            "weir_operator_writes",
+            "Writes of children and job status, by kind and outcome (unchanged = skipped)",
+            m.writes.clone(),
         );
         for phase in Phase::ALL {
             m.jobs
@@ -130,6 +162,28 @@ impl Metrics {
         }
     }
 
+    /// Counts a trigger: `job_new`, `job_spec`, `job_metadata`, `job_status_only`,
+    /// `job_unchanged` (StreamJob watch events by what changed), `configmap`, `service`,
+    /// `statefulset`, `pod` (watch events of children and pods), `requeue_poll`,
+    /// `requeue_conflict`, `requeue_error` (requeues the controller asked for).
+    pub fn count_trigger(&self, trigger: &str) {
+        self.triggers
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a write of `kind` (`written`) or a skipped one (`unchanged`).
+    pub fn count_write(&self, kind: &str, written: bool) {
+        self.writes
+            .get_or_create(&WriteLabels {
+                kind: kind.to_string(),
+                outcome: if written { "written" } else { "unchanged" }.to_string(),
+            })
+            .inc();
+    }
+
     /// Sets the leader gauge.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
@@ -171,6 +225,8 @@ mod tests {
         m.set_job_phase("a/z", Some(Phase::Failed));
         m.set_job_phase("a/y", None);
         m.set_leader(true);
+        m.count_trigger("job_spec");
+        m.count_write("StatefulSet", false);
         let text = render(&registry);
         for line in [
             "weir_operator_reconcile_total{kind=\"StreamJob\"} 1",
@@ -180,6 +236,8 @@ mod tests {
             "weir_jobs{phase=\"Failed\"} 1",
             "weir_jobs{phase=\"Suspended\"} 0",
             "weir_operator_leader 1",
+            "weir_operator_reconcile_triggers_total{trigger=\"job_spec\"} 1",
+            "weir_operator_writes_total{kind=\"StatefulSet\",outcome=\"unchanged\"} 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -133,6 +133,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         config: config.clone(),
         resource: controller::stream_job_resource(),
         http: reqwest::Client::new(),
+        applied: Default::default(),
     });
     crate::health_loop::spawn(
         client.clone(),
