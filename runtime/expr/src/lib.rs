@@ -10,6 +10,7 @@ mod differential_tests;
 mod eval;
 pub mod expr;
 mod interpreter;
+mod json;
 pub mod value;
 
 pub use expr::{EvalError, Expr, ExprError};

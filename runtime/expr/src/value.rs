@@ -120,9 +120,20 @@ impl Value {
             _ => None,
         }
     }
-    /// Parses one JSON document.
+    /// Parses one JSON document: exactly `serde_json`'s result, mostly without its cost
+    /// (see [`crate::json`]; field names are interned per thread).
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
-        serde_json::from_str(text)
+        thread_local! {
+            static CACHE: std::cell::RefCell<crate::json::ParseCache> = Default::default();
+        }
+        let fast = CACHE.with(|c| match c.try_borrow_mut() {
+            Ok(mut cache) => crate::json::parse(text, &mut cache),
+            Err(_) => None,
+        });
+        match fast {
+            Some(v) => Ok(v),
+            None => serde_json::from_str(text),
+        }
     }
     /// Renders as compact JSON (the same text as `serde_json::to_string`).
     pub fn to_json(&self) -> String {

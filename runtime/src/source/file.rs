@@ -2,7 +2,7 @@
 
 use super::{PartitionReader, ReadStatus, SourceError};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use weir_expr::Value;
 
@@ -26,15 +26,22 @@ pub fn partition_files(path: &str) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Reads one file line by line.
+/// Bytes read from the file per read call.
+const READ_CHUNK: u64 = 1 << 18;
+
+/// Reads one file line by line, in large chunks, parsing each line where it lies in the buffer.
 pub struct FileReader {
     source_name: String,
     partition: u32,
     path: PathBuf,
     follow: bool,
-    reader: Option<BufReader<File>>,
+    file: Option<File>,
+    /// The file offset of `buf[start]`, the first byte not yet consumed.
     pos: u64,
-    line: String,
+    /// Bytes read from the file; `buf[start..]` are not consumed yet. The file is positioned
+    /// right after `buf`'s last byte.
+    buf: Vec<u8>,
+    start: usize,
     malformed: u64,
 }
 
@@ -46,9 +53,10 @@ impl FileReader {
             partition,
             path,
             follow,
-            reader: None,
+            file: None,
             pos: 0,
-            line: String::new(),
+            buf: Vec::new(),
+            start: 0,
             malformed: 0,
         }
     }
@@ -62,14 +70,22 @@ impl FileReader {
         }
     }
 
-    fn open(&mut self) -> Result<&mut BufReader<File>, SourceError> {
-        if self.reader.is_none() {
+    /// Reads the next chunk after the unconsumed bytes; returns how many bytes came.
+    fn fill(&mut self) -> Result<usize, SourceError> {
+        if self.file.is_none() {
             let mut f = File::open(&self.path).map_err(|e| self.err(e))?;
             f.seek(SeekFrom::Start(self.pos)).map_err(|e| self.err(e))?;
-            self.reader = Some(BufReader::with_capacity(1 << 16, f));
+            self.buf.clear();
+            self.start = 0;
+            self.file = Some(f);
         }
-        let err = self.err("reader not open");
-        self.reader.as_mut().ok_or(err)
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let res = match self.file.as_mut() {
+            Some(f) => f.take(READ_CHUNK).read_to_end(&mut self.buf),
+            None => Ok(0),
+        };
+        res.map_err(|e| self.err(e))
     }
 }
 
@@ -81,56 +97,54 @@ impl PartitionReader for FileReader {
     ) -> Result<ReadStatus, SourceError> {
         let mut n = 0;
         while n < max {
-            self.line.clear();
-            let follow = self.follow;
-            let mut line = std::mem::take(&mut self.line);
-            let res = self.open()?.read_line(&mut line);
-            let read = match res {
-                Ok(r) => r,
-                Err(e) => return Err(self.err(e)),
-            };
-            if read == 0 {
-                self.line = line;
-                return Ok(if n > 0 {
-                    ReadStatus::Data
-                } else if follow {
-                    ReadStatus::Waiting
-                } else {
-                    ReadStatus::Exhausted
-                });
-            }
-            if !line.ends_with('\n') && follow {
-                // a partial line being written: re-read it later from its start
-                self.reader = None;
-                self.line = line;
-                return Ok(if n > 0 {
-                    ReadStatus::Data
-                } else {
-                    ReadStatus::Waiting
-                });
-            }
-            self.pos += read as u64;
-            let text = line.trim();
-            if !text.is_empty() {
-                match Value::from_json(text) {
-                    Ok(v) => {
-                        out.push((None, v));
-                        n += 1;
+            let line_end = match memchr::memchr(b'\n', &self.buf[self.start..]) {
+                Some(i) => self.start + i + 1,
+                None => {
+                    if self.fill()? > 0 {
+                        continue;
                     }
-                    Err(e) => {
-                        self.malformed += 1;
-                        if self.malformed <= 5 {
-                            tracing::warn!(
-                                source = %self.source_name,
-                                file = %self.path.display(),
-                                offset = self.pos - read as u64,
-                                "skipping malformed JSON line: {e}"
-                            );
-                        }
+                    if self.start == self.buf.len() || self.follow {
+                        // end of input for now; when following, a partial line being
+                        // written stays buffered until its newline arrives
+                        return Ok(if n > 0 {
+                            ReadStatus::Data
+                        } else if self.follow {
+                            ReadStatus::Waiting
+                        } else {
+                            ReadStatus::Exhausted
+                        });
+                    }
+                    self.buf.len() // the last line, without a newline
+                }
+            };
+            let line = &self.buf[self.start..line_end];
+            let Ok(text) = std::str::from_utf8(line) else {
+                // what `BufRead::read_line` reports (the line stays unconsumed)
+                return Err(self.err("stream did not contain valid UTF-8"));
+            };
+            let text = text.trim();
+            let parsed = (!text.is_empty()).then(|| Value::from_json(text));
+            let line_start = self.pos;
+            self.pos += line.len() as u64;
+            self.start = line_end;
+            match parsed {
+                None => {}
+                Some(Ok(v)) => {
+                    out.push((None, v));
+                    n += 1;
+                }
+                Some(Err(e)) => {
+                    self.malformed += 1;
+                    if self.malformed <= 5 {
+                        tracing::warn!(
+                            source = %self.source_name,
+                            file = %self.path.display(),
+                            offset = line_start,
+                            "skipping malformed JSON line: {e}"
+                        );
                     }
                 }
             }
-            self.line = line;
         }
         Ok(ReadStatus::Data)
     }
@@ -141,7 +155,9 @@ impl PartitionReader for FileReader {
 
     fn seek(&mut self, offset: u64) -> Result<(), SourceError> {
         self.pos = offset;
-        self.reader = None;
+        self.file = None;
+        self.buf.clear();
+        self.start = 0;
         Ok(())
     }
 
@@ -172,5 +188,58 @@ mod tests {
         assert_eq!(out2[0].1.get("x"), &Value::Int(3));
         assert_eq!(r2.read(10, &mut out2).unwrap(), ReadStatus::Exhausted);
         assert_eq!(r.malformed(), 1);
+    }
+
+    #[test]
+    fn last_line_without_newline_crlf_blank_lines_and_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.jsonl");
+        let long = "y".repeat(3 * READ_CHUNK as usize);
+        let text = format!("{{\"x\":1}}\r\n\n  \n{{\"s\":\"{long}\"}}\n{{\"x\":2}}");
+        std::fs::write(&f, &text).unwrap();
+        let mut r = FileReader::new("s", 0, f, false);
+        let mut out = vec![];
+        assert_eq!(r.read(10, &mut out).unwrap(), ReadStatus::Data);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].1.get("s").as_str().map(str::len), Some(long.len()));
+        assert_eq!(out[2].1.get("x"), &Value::Int(2));
+        assert_eq!(r.offset(), text.len() as u64);
+        assert_eq!(r.read(10, &mut out).unwrap(), ReadStatus::Exhausted);
+    }
+
+    #[test]
+    fn following_waits_for_the_newline_of_a_partial_line() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.jsonl");
+        std::fs::write(&f, "{\"x\":1}\n{\"x\"").unwrap();
+        let mut r = FileReader::new("s", 0, f.clone(), true);
+        let mut out = vec![];
+        assert_eq!(r.read(10, &mut out).unwrap(), ReadStatus::Data);
+        assert_eq!(out.len(), 1);
+        assert_eq!(r.offset(), 8);
+        assert_eq!(r.read(10, &mut out).unwrap(), ReadStatus::Waiting);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        file.write_all(b":2}\n").unwrap();
+        assert_eq!(r.read(10, &mut out).unwrap(), ReadStatus::Data);
+        assert_eq!(out[1].1.get("x"), &Value::Int(2));
+        assert_eq!(r.offset(), 16);
+        assert_eq!(r.read(10, &mut out).unwrap(), ReadStatus::Waiting);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_the_read_and_consumes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.jsonl");
+        std::fs::write(&f, b"{\"x\":1}\n{\"x\":\"\xff\"}\n").unwrap();
+        let mut r = FileReader::new("s", 0, f, false);
+        let mut out = vec![];
+        let err = r.read(10, &mut out).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("stream did not contain valid UTF-8"),
+            "{err}"
+        );
+        assert_eq!(r.offset(), 8);
     }
 }
