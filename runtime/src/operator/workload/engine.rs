@@ -25,18 +25,19 @@ use weir_crds::pipeline::{OperatorKind, OperatorSpec, TimeDomain};
 use weir_crds::validate::SpecError;
 use weir_expr::Value;
 
-/// Keys the write-back cache holds per operator and task unless
-/// [`CACHE_ENTRIES_ENV`] says otherwise.
-pub const CACHE_ENTRIES: usize = 200_000;
-/// Environment variable overriding [`CACHE_ENTRIES`] (e.g. through the pod template's `env`).
-pub const CACHE_ENTRIES_ENV: &str = "WEIR_WORKLOAD_CACHE_ENTRIES";
+/// MiB of keys and encoded values the write-back cache holds per operator and task unless
+/// [`CACHE_MIB_ENV`] says otherwise (about 1.3 million splice samples of four fields).
+pub const CACHE_MIB: usize = 128;
+/// Environment variable overriding [`CACHE_MIB`] (e.g. through the pod template's `env`).
+pub const CACHE_MIB_ENV: &str = "WEIR_WORKLOAD_CACHE_MIB";
 
-/// The cache size: [`CACHE_ENTRIES_ENV`] if set to a number, else [`CACHE_ENTRIES`].
-fn cache_entries() -> usize {
-    std::env::var(CACHE_ENTRIES_ENV)
+/// The cache size in bytes: [`CACHE_MIB_ENV`] if set to a number, else [`CACHE_MIB`].
+fn cache_bytes() -> usize {
+    std::env::var(CACHE_MIB_ENV)
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CACHE_ENTRIES)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(CACHE_MIB)
+        .saturating_mul(1 << 20)
 }
 /// The name of the state inside the operator's column family.
 const STATE_NAME: &str = "workload";
@@ -122,13 +123,20 @@ fn operator_error(e: WorkloadError) -> OperatorError {
     }
 }
 
-/// Timers registered during one call, handed to the engine afterwards.
+/// The operator's timers: event-time ones in its own store, processing-time ones collected
+/// during a call and handed to the engine's timer service afterwards.
 #[derive(Default)]
-struct TimerBuffer(Vec<(TimeDomain, std::sync::Arc<str>, i64)>);
+struct Timers {
+    event: EventTimers,
+    processing: Vec<(String, i64)>,
+}
 
-impl TimerService for TimerBuffer {
+impl TimerService for Timers {
     fn register(&mut self, domain: TimeDomain, key: &str, ts: i64) {
-        self.0.push((domain, std::sync::Arc::from(key), ts));
+        match domain {
+            TimeDomain::EventTime => self.event.register(ts, key),
+            TimeDomain::ProcessingTime => self.processing.push((key.to_string(), ts)),
+        }
     }
 }
 
@@ -158,9 +166,7 @@ pub trait LookupStore: Send {
 pub struct Adapter<O: WorkloadOperator> {
     op: O,
     state: Option<WorkloadState<O::State>>,
-    timers: TimerBuffer,
-    /// Event-time timers (processing-time ones go to the engine's timer service).
-    event_timers: EventTimers,
+    timers: Timers,
     out: OutputBuffer,
     /// The store and the batch size for lookupJoin.
     store: Option<(Box<dyn LookupStore>, usize)>,
@@ -176,8 +182,7 @@ impl<O: WorkloadOperator> Adapter<O> {
         Adapter {
             op,
             state: None,
-            timers: TimerBuffer::default(),
-            event_timers: EventTimers::default(),
+            timers: Timers::default(),
             out: OutputBuffer::default(),
             store,
             pending: Vec::new(),
@@ -212,13 +217,8 @@ impl<O: WorkloadOperator> Adapter<O> {
     }
 
     fn forward(&mut self, ctx: &mut Context<'_>) {
-        for (domain, key, ts) in self.timers.0.drain(..) {
-            match domain {
-                TimeDomain::EventTime => self.event_timers.register(ts, key),
-                TimeDomain::ProcessingTime => {
-                    ctx.register_timer(EngineDomain::ProcessingTime, ts, &key)
-                }
-            }
+        for (key, ts) in self.timers.processing.drain(..) {
+            ctx.register_timer(EngineDomain::ProcessingTime, ts, &key);
         }
         for (output, event) in self.out.records.drain(..) {
             let rec = Record::new(event.ts, event.value, self.ingest_ms);
@@ -287,15 +287,11 @@ impl<O: WorkloadOperator> Adapter<O> {
 
 impl<O: WorkloadOperator> Operator for Adapter<O> {
     fn on_start(&mut self, state: &StateHandle) -> OpResult {
-        self.event_timers = EventTimers::load(state).map_err(|source| OperatorError::State {
+        self.timers.event = EventTimers::load(state).map_err(|source| OperatorError::State {
             operator: self.op.name().to_string(),
             source,
         })?;
-        self.state = Some(WorkloadState::new(
-            state.clone(),
-            STATE_NAME,
-            cache_entries(),
-        ));
+        self.state = Some(WorkloadState::new(state.clone(), STATE_NAME, cache_bytes()));
         // No engine context yet: collect what on_start emits (re-issued lookups) and send it
         // with the first call that has one.
         let Some(st) = self.state.as_mut() else {
@@ -324,10 +320,10 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
         self.ingest_ms = ctx.now_ms;
         self.forward(ctx);
         // due event-time timers in (time, key) order, including ones registered while firing
-        while let Some((ts, key)) = self.event_timers.pop_due(ctx.watermark) {
+        while let Some((ts, key)) = self.timers.event.pop_due(ctx.watermark) {
             let t = Timer {
                 domain: TimeDomain::EventTime,
-                key: key.to_string(),
+                key,
                 ts,
             };
             self.call(ctx, |op, c| op.on_timer(&t, c))?;
@@ -365,7 +361,8 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
             })?;
         }
         if let Some(s) = self.state.as_ref() {
-            self.event_timers
+            self.timers
+                .event
                 .flush(s.handle())
                 .map_err(|source| OperatorError::State {
                     operator: name,

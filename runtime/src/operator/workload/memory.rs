@@ -9,6 +9,7 @@ use super::{
     Collector, Ctx, Event, LookupRequest, Output, StateBackendError, StateMap, Timer, TimerService,
     WorkloadError, WorkloadOperator,
 };
+use crate::state::codec;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -277,9 +278,18 @@ impl<V: Serialize + DeserializeOwned> MemoryDriver<V> {
     }
 
     /// Snapshots, serialises the snapshot, and restores a fresh driver from the bytes — the
-    /// round trip a checkpoint and restart go through. Pending output is dropped.
+    /// round trip a checkpoint and restart go through. Pending output is dropped. Each state
+    /// value also goes through the engine's binary encoding ([`codec`]), as it does in RocksDB.
     pub fn checkpoint_and_restore(&self) -> Result<Self, serde_json::Error> {
         let bytes = serde_json::to_vec(&self.snapshot()?)?;
-        Self::restore(&serde_json::from_slice(&bytes)?)
+        let mut d = Self::restore(&serde_json::from_slice(&bytes)?)?;
+        let mut buf = Vec::new();
+        for v in d.state.entries.values_mut() {
+            buf.clear();
+            let codec_err = <serde_json::Error as serde::de::Error>::custom;
+            codec::encode_into(&*v, &mut buf).map_err(codec_err)?;
+            *v = codec::decode(&buf).map_err(codec_err)?;
+        }
+        Ok(d)
     }
 }

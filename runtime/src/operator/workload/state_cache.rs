@@ -1,26 +1,33 @@
 //! The workload operators' keyed state in the task's RocksDB, behind a write-back cache tuned
 //! for their access pattern: every record takes its key's value out and usually puts it back.
 //!
-//! - A hit takes and puts in place: no key allocation, no RocksDB access.
+//! - Entries are compact: the key and the value's binary encoding ([`codec`]) in one
+//!   allocation, in a hash table of 24-byte slots (pointer, length, hash, flags); the cache is bounded in bytes (keys, values
+//!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
+//! - A hit decodes the value and encodes it back in place: no key allocation, no RocksDB
+//!   access.
 //! - A key created and removed between two checkpoints (a pattern's partial match, a splice
 //!   sample that fired) never reaches RocksDB: the cache remembers which keys RocksDB holds
 //!   and writes deletes only for those.
-//! - When the cache is full it writes its dirty entries and evicts removed keys and half of the
-//!   clean ones, instead of dropping everything (which made every live key a RocksDB read
-//!   again).
+//! - When the cache is full it writes its dirty entries and evicts removed keys and clean ones
+//!   until it is half full, instead of dropping everything (which made every live key a
+//!   RocksDB read again).
+//! - Writes go to RocksDB in key order (the memtable inserts consecutive keys fastest), in
+//!   batches of a few MB.
 //! - Keys are hashed with a fast multiplicative hash (the state is the task's own, not
-//!   attacker-facing), values are JSON in RocksDB (the same layout as [`crate::state::KeyedState`]:
-//!   `<name>\0<key>`), so checkpoints of earlier builds restore.
+//!   attacker-facing). RocksDB keys are `<name>\0<key>` as in [`crate::state::KeyedState`];
+//!   values written by earlier builds as JSON are still read.
 //!
 //! [`flush`](WorkloadState::flush) writes every dirty entry; the adapter calls it at each
 //! checkpoint barrier.
 
 use super::{StateBackendError, StateMap};
-use crate::state::StateHandle;
+use crate::state::{codec, StateHandle};
+use hashbrown::HashTable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
+use std::marker::PhantomData;
 
 /// A fast non-cryptographic hasher for state keys (multiply-rotate over 8-byte words).
 #[derive(Default, Clone, Copy)]
@@ -61,26 +68,135 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// A `HashMap` keyed by state keys with [`KeyHasher`].
-pub type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+/// Entry flags.
+const PRESENT: u8 = 1;
+/// Differs from what RocksDB holds.
+const DIRTY: u8 = 2;
+/// RocksDB holds a value for this key (so a removal must be written).
+const STORED: u8 = 4;
 
-struct Slot<V> {
-    /// The current value (`None`: removed).
-    value: Option<V>,
-    /// Differs from what RocksDB holds.
-    dirty: bool,
-    /// RocksDB holds a value for this key (so a removal must be written).
-    stored: bool,
+/// Bytes an entry costs besides its key and value: its slot in the table (with the table's
+/// slack) and the allocator's rounding.
+const ENTRY_OVERHEAD: usize = 48;
+
+/// One cached key: its bytes followed by its encoded value, in one allocation, with its hash
+/// (so that growing the table does not read every entry's key again).
+struct Entry {
+    /// The key's length (varint), the key, then the value's encoding (stale unless `PRESENT`).
+    data: Box<[u8]>,
+    hash: u32,
+    flags: u8,
 }
 
-/// One workload operator's keyed state: RocksDB behind a write-back cache.
+/// Bytes of the varint `n`.
+fn varint_len(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+impl Entry {
+    fn new(hash: u32, key: &[u8], value: &[u8], flags: u8) -> Self {
+        let mut data = Vec::with_capacity(varint_len(key.len()) + key.len() + value.len());
+        let mut n = key.len();
+        while n >= 0x80 {
+            data.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        data.push(n as u8);
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        Entry {
+            data: data.into_boxed_slice(),
+            hash,
+            flags,
+        }
+    }
+    /// Where the value starts, and the key's range.
+    fn split(&self) -> (usize, std::ops::Range<usize>) {
+        let mut len = 0usize;
+        let mut at = 0;
+        while let Some(&b) = self.data.get(at) {
+            len |= usize::from(b & 0x7f) << (7 * at);
+            at += 1;
+            if b < 0x80 {
+                break;
+            }
+        }
+        (at + len, at..at + len)
+    }
+    fn key(&self) -> &[u8] {
+        &self.data[self.split().1]
+    }
+    fn value(&self) -> &[u8] {
+        &self.data[self.split().0..]
+    }
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+    fn cost(&self) -> usize {
+        entry_cost(self.data.len())
+    }
+    /// Replaces the value, reusing the allocation when the length is unchanged; returns the
+    /// change in cost.
+    fn set_value(&mut self, value: &[u8]) -> isize {
+        let value_at = self.split().0;
+        if self.data.len() == value_at + value.len() {
+            self.data[value_at..].copy_from_slice(value);
+            return 0;
+        }
+        let before = self.cost();
+        let mut data = Vec::with_capacity(value_at + value.len());
+        data.extend_from_slice(&self.data[..value_at]);
+        data.extend_from_slice(value);
+        self.data = data.into_boxed_slice();
+        self.cost() as isize - before as isize
+    }
+    /// Drops the value, keeping the key; returns the cost freed.
+    fn clear_value(&mut self) -> usize {
+        let value_at = self.split().0;
+        if self.data.len() == value_at {
+            return 0;
+        }
+        let before = self.cost();
+        self.data = self.data[..value_at].to_vec().into_boxed_slice();
+        before - self.cost()
+    }
+    fn table_hash(&self) -> u64 {
+        spread(self.hash)
+    }
+}
+
+/// What an entry of `data_len` key and value bytes costs (allocations round to 16 bytes).
+fn entry_cost(data_len: usize) -> usize {
+    data_len.div_ceil(16) * 16 + ENTRY_OVERHEAD
+}
+
+/// The 32-bit hash kept in each entry.
+fn hash_key(key: &[u8]) -> u32 {
+    let mut h = KeyHasher::default();
+    h.write(key);
+    let x = h.finish();
+    (x ^ (x >> 32)) as u32
+}
+
+/// The table's 64-bit hash of a 32-bit one: the table takes bucket bits from the bottom and
+/// tag bits from the top.
+fn spread(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
+}
+
+/// One workload operator's keyed state: RocksDB behind a write-back cache of encoded values
+/// ([`codec`]), bounded in bytes.
 pub struct WorkloadState<V> {
     handle: StateHandle,
     prefix: Vec<u8>,
     /// `prefix` followed by the key of the last RocksDB read (reused, no allocation per miss).
     read_key: Vec<u8>,
-    cache: KeyMap<String, Slot<V>>,
-    capacity: usize,
+    /// The encoding of the value being put (reused).
+    scratch: Vec<u8>,
+    table: HashTable<Entry>,
+    capacity_bytes: usize,
+    used_bytes: usize,
+    _values: PhantomData<fn() -> V>,
 }
 
 fn backend(action: &str, e: impl std::fmt::Display) -> StateBackendError {
@@ -89,78 +205,96 @@ fn backend(action: &str, e: impl std::fmt::Display) -> StateBackendError {
 
 impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
     /// The state named `name` (a key prefix) in `handle`'s column family, caching up to
-    /// `capacity` keys.
-    pub fn new(handle: StateHandle, name: &str, capacity: usize) -> Self {
+    /// `capacity_bytes` of keys and encoded values (entry overhead included).
+    pub fn new(handle: StateHandle, name: &str, capacity_bytes: usize) -> Self {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
         WorkloadState {
             handle,
             read_key: prefix.clone(),
             prefix,
-            cache: KeyMap::default(),
-            capacity: capacity.max(16),
+            scratch: Vec::new(),
+            table: HashTable::new(),
+            capacity_bytes: capacity_bytes.max(16 * entry_cost(64)),
+            used_bytes: 0,
+            _values: PhantomData,
         }
     }
 
-    /// Reads `key`'s value from RocksDB, decoding it straight from the pinned bytes.
-    fn read(&mut self, key: &str) -> Result<Option<V>, StateBackendError> {
+    /// Reads `key`'s value from RocksDB: the decoded value and its stored bytes.
+    fn read(&mut self, key: &str, hash: u32) -> Result<Option<(V, Entry)>, StateBackendError> {
         self.read_key.truncate(self.prefix.len());
         self.read_key.extend_from_slice(key.as_bytes());
-        let decoded = self
+        let read = self
             .handle
-            .get_with(&self.read_key, |bytes| serde_json::from_slice::<V>(bytes))
+            .get_with(&self.read_key, |bytes| {
+                codec::decode::<V>(bytes).map(|v| (v, Entry::new(hash, key.as_bytes(), bytes, 0)))
+            })
             .map_err(|e| backend("reading", e))?;
-        match decoded {
+        match read {
             None => Ok(None),
             Some(Ok(v)) => Ok(Some(v)),
             Some(Err(e)) => Err(backend(&format!("decoding the value of key '{key}'"), e)),
         }
     }
 
-    /// Writes every dirty entry to RocksDB (one batch, WAL off).
+    /// Writes every dirty entry to RocksDB, in key order.
     pub fn flush(&mut self) -> Result<(), StateBackendError> {
-        let mut ops = Vec::new();
-        for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
-            if slot.value.is_none() && !slot.stored {
-                slot.dirty = false; // created and removed since the last flush
-                continue;
+        let mut dirty: Vec<(u64, &Entry)> = self
+            .table
+            .iter()
+            .filter(|e| e.has(DIRTY) && (e.has(PRESENT) || e.has(STORED)))
+            .map(|e| (order_prefix(e.key()), e))
+            .collect();
+        if !dirty.is_empty() {
+            dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
+            let ops = dirty
+                .iter()
+                .map(|(_, e)| (e.key(), e.has(PRESENT).then(|| e.value())));
+            self.handle
+                .write_ordered(&self.prefix, ops)
+                .map_err(|e| backend("writing", e))?;
+        }
+        drop(dirty);
+        let mut freed = 0;
+        for e in self.table.iter_mut().filter(|e| e.has(DIRTY)) {
+            e.flags &= !(DIRTY | STORED);
+            if e.has(PRESENT) {
+                e.flags |= STORED;
+            } else {
+                // known absent now: keep only the key
+                freed += e.clear_value();
             }
-            let mut key = Vec::with_capacity(self.prefix.len() + k.len());
-            key.extend_from_slice(&self.prefix);
-            key.extend_from_slice(k.as_bytes());
-            let value = match &slot.value {
-                Some(v) => Some(serde_json::to_vec(v).map_err(|e| backend("encoding", e))?),
-                None => None,
-            };
-            slot.stored = value.is_some();
-            slot.dirty = false;
-            ops.push((key, value));
         }
-        if ops.is_empty() {
-            return Ok(());
-        }
-        self.handle
-            .write_batch(ops)
-            .map_err(|e| backend("writing", e))
+        self.used_bytes -= freed;
+        Ok(())
     }
 
     /// Makes room: writes dirty entries, forgets removed keys, then evicts clean entries
     /// until the cache is half full.
     fn make_room(&mut self) -> Result<(), StateBackendError> {
         self.flush()?;
-        self.cache.retain(|_, s| s.value.is_some());
-        let target = self.capacity / 2;
-        if self.cache.len() > target {
-            let mut excess = self.cache.len() - target;
-            self.cache.retain(|_, _| {
-                if excess > 0 {
-                    excess -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
+        let target = self.capacity_bytes / 2;
+        let mut used = self.used_bytes;
+        self.table.retain(|e| {
+            if e.has(PRESENT) && used <= target {
+                return true;
+            }
+            used -= e.cost();
+            false
+        });
+        self.used_bytes = used;
+        Ok(())
+    }
+
+    /// Adds an entry for a key that is not cached, making room first if needed.
+    fn insert(&mut self, entry: Entry) -> Result<(), StateBackendError> {
+        if self.used_bytes + entry.cost() > self.capacity_bytes {
+            self.make_room()?;
         }
+        self.used_bytes += entry.cost();
+        self.table
+            .insert_unique(entry.table_hash(), entry, Entry::table_hash);
         Ok(())
     }
 
@@ -171,54 +305,65 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
 
     /// Number of cached keys (live or removed).
     pub fn cached(&self) -> usize {
-        self.cache.len()
+        self.table.len()
     }
+
+    /// Bytes the cache accounts for (keys, encoded values, per-entry overhead).
+    pub fn cached_bytes(&self) -> usize {
+        self.used_bytes
+    }
+}
+
+/// The first eight bytes of `key`, big-endian: sorting by it sorts most keys.
+fn order_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
     fn take(&mut self, key: &str) -> Result<Option<V>, StateBackendError> {
-        if let Some(slot) = self.cache.get_mut(key) {
-            if slot.value.is_some() {
-                slot.dirty = true;
+        let k = key.as_bytes();
+        let hash = hash_key(k);
+        if let Some(e) = self
+            .table
+            .find_mut(spread(hash), |e| e.hash == hash && e.key() == k)
+        {
+            if !e.has(PRESENT) {
+                return Ok(None);
             }
-            return Ok(slot.value.take());
+            let v = codec::decode(e.value())
+                .map_err(|err| backend(&format!("decoding the cached value of '{key}'"), err))?;
+            e.flags = (e.flags & !PRESENT) | DIRTY;
+            return Ok(Some(v));
         }
-        let Some(value) = self.read(key)? else {
+        let Some((value, mut entry)) = self.read(key, hash)? else {
             return Ok(None);
         };
-        if self.cache.len() >= self.capacity {
-            self.make_room()?;
-        }
         // taken out: RocksDB still holds it, so a removal must be written unless it is put back
-        self.cache.insert(
-            key.to_string(),
-            Slot {
-                value: None,
-                dirty: true,
-                stored: true,
-            },
-        );
+        entry.flags = DIRTY | STORED;
+        self.insert(entry)?;
         Ok(Some(value))
     }
 
     fn put(&mut self, key: &str, value: V) -> Result<(), StateBackendError> {
-        if let Some(slot) = self.cache.get_mut(key) {
-            slot.value = Some(value);
-            slot.dirty = true;
+        self.scratch.clear();
+        codec::encode_into(&value, &mut self.scratch)
+            .map_err(|e| backend(&format!("encoding the value of '{key}'"), e))?;
+        let k = key.as_bytes();
+        let hash = hash_key(k);
+        if let Some(e) = self
+            .table
+            .find_mut(spread(hash), |e| e.hash == hash && e.key() == k)
+        {
+            let grew = e.set_value(&self.scratch);
+            e.flags |= PRESENT | DIRTY;
+            self.used_bytes = self.used_bytes.saturating_add_signed(grew);
             return Ok(());
         }
-        if self.cache.len() >= self.capacity {
-            self.make_room()?;
-        }
-        self.cache.insert(
-            key.to_string(),
-            Slot {
-                value: Some(value),
-                dirty: true,
-                stored: false,
-            },
-        );
-        Ok(())
+        let entry = Entry::new(hash, k, &self.scratch, PRESENT | DIRTY);
+        self.insert(entry)
     }
 }
 
@@ -226,7 +371,11 @@ impl<V> WorkloadState<V> {
     /// Whether RocksDB holds `key` as far as the cache knows (for tests).
     #[cfg(test)]
     fn stored(&self, key: &str) -> Option<bool> {
-        self.cache.get(key).map(|s| s.stored)
+        let k = key.as_bytes();
+        let hash = hash_key(k);
+        self.table
+            .find(spread(hash), |e| e.hash == hash && e.key() == k)
+            .map(|e| e.has(STORED))
     }
 }
 
@@ -235,28 +384,86 @@ mod tests {
     use super::*;
     use crate::state::{operator_cf, StateStore};
 
+    /// Room for about `n` small entries (`k<i>` -> u64).
+    fn room_for(n: usize) -> usize {
+        n * entry_cost(8)
+    }
+
     #[test]
     fn values_survive_flush_eviction_and_reopen_and_removals_reach_rocksdb() {
         let dir = tempfile::tempdir().unwrap();
         let cf = operator_cf("w");
         let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
-        let mut s: WorkloadState<u64> = WorkloadState::new(store.handle(&cf), "workload", 16);
-        for i in 0..100u64 {
+        let capacity = room_for(40);
+        let mut s: WorkloadState<u64> = WorkloadState::new(store.handle(&cf), "workload", capacity);
+        for i in 0..1000u64 {
             s.put(&format!("k{i}"), i).unwrap();
-            assert!(s.cached() <= 16, "the cache stays within its capacity");
+            assert!(
+                s.cached_bytes() <= capacity,
+                "the cache stays within its capacity"
+            );
         }
+        assert!(s.cached() >= 20, "evicts to half, not to nothing");
         // read-modify-write of an evicted key, removal of another
         let v = s.take("k5").unwrap().unwrap();
         s.put("k5", v + 1000).unwrap();
         assert_eq!(s.take("k7").unwrap(), Some(7));
+        // a value that grows past the small-integer encoding is rewritten
+        s.put("k999", u64::MAX).unwrap();
         s.flush().unwrap();
-        let mut fresh: WorkloadState<u64> = WorkloadState::new(store.handle(&cf), "workload", 16);
+        let mut fresh: WorkloadState<u64> =
+            WorkloadState::new(store.handle(&cf), "workload", capacity);
         assert_eq!(fresh.take("k5").unwrap(), Some(1005));
         assert_eq!(fresh.take("k99").unwrap(), Some(99));
+        assert_eq!(fresh.take("k999").unwrap(), Some(u64::MAX));
         assert_eq!(fresh.take("k7").unwrap(), None, "the removal was written");
-        // same layout as KeyedState: a value written by it is read here
-        let mut ks = crate::state::KeyedState::<u64>::new(store.handle(&cf), "workload", 16);
-        assert_eq!(ks.get("k0").unwrap(), Some(&0));
+    }
+
+    #[test]
+    fn json_values_of_earlier_builds_are_read_and_rewritten_in_the_binary_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        // the layout KeyedState writes (and this cache wrote before the binary encoding)
+        let mut ks = crate::state::KeyedState::<Vec<i64>>::new(store.handle(&cf), "workload", 16);
+        ks.put("old", vec![1, -2, 300]).unwrap();
+        ks.flush().unwrap();
+        let mut s: WorkloadState<Vec<i64>> =
+            WorkloadState::new(store.handle(&cf), "workload", room_for(100));
+        let mut v = s.take("old").unwrap().unwrap();
+        assert_eq!(v, vec![1, -2, 300]);
+        v.push(4);
+        s.put("old", v).unwrap();
+        s.flush().unwrap();
+        let raw = store
+            .handle(&cf)
+            .get_raw(b"workload\0old")
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw[0], codec::MARK);
+        let mut fresh: WorkloadState<Vec<i64>> =
+            WorkloadState::new(store.handle(&cf), "workload", room_for(100));
+        assert_eq!(fresh.take("old").unwrap(), Some(vec![1, -2, 300, 4]));
+    }
+
+    #[test]
+    fn a_key_taken_and_dropped_while_the_cache_makes_room_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let capacity = room_for(40);
+        let mut s: WorkloadState<u64> = WorkloadState::new(store.handle(&cf), "workload", capacity);
+        s.put("gone", 1).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.take("gone").unwrap(), Some(1));
+        for i in 0..200u64 {
+            s.put(&format!("k{i}"), i).unwrap();
+        }
+        s.flush().unwrap();
+        let mut fresh: WorkloadState<u64> =
+            WorkloadState::new(store.handle(&cf), "workload", capacity);
+        assert_eq!(fresh.take("gone").unwrap(), None);
+        assert_eq!(fresh.take("k0").unwrap(), Some(0));
     }
 
     #[test]
@@ -264,7 +471,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cf = operator_cf("w");
         let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
-        let mut s: WorkloadState<u64> = WorkloadState::new(store.handle(&cf), "workload", 1024);
+        let mut s: WorkloadState<u64> =
+            WorkloadState::new(store.handle(&cf), "workload", room_for(1024));
         s.put("short", 1).unwrap();
         assert_eq!(s.take("short").unwrap(), Some(1));
         s.put("kept", 2).unwrap();

@@ -1,40 +1,47 @@
 //! Event-time timers of a workload operator, kept by its adapter next to its state.
 //!
 //! The workload operators register about one event-time timer per record (pattern and
-//! accumulate release each key's buffered records at their timestamp), and most of those fire
-//! before the next checkpoint. This store persists only what a checkpoint must hold: a timer
-//! registered and fired between two flushes is never written, and a delete is written only
-//! for a timer that was persisted. Timers are fired in `(time, key)` order, and registering the
-//! same `(time, key)` twice yields one firing.
+//! accumulate release each key's buffered records at their timestamp) or per key (splice), and
+//! most of those fire before the next checkpoint. This store persists only what a checkpoint
+//! must hold: a timer registered and fired between two flushes is never written, and a delete
+//! is written only for a timer that was persisted. Timers are fired in `(time, key)` order, and
+//! registering the same `(time, key)` twice yields one firing.
+//!
+//! Each timer is one allocation holding its RocksDB key suffix (order-preserving time, then the
+//! key), so the in-memory order is the on-disk order and a flush writes in key order without
+//! sorting or copying.
 //!
 //! Layout in the operator's column family: `\x02wtimers\x00` + big-endian order-preserving
 //! time + key, empty value.
 
-use super::state_cache::KeyMap;
 use crate::state::{StateError, StateHandle};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 const PREFIX: &[u8] = b"\x02wtimers\x00";
 
-type Entry = (i64, Arc<str>);
+/// A timer's RocksDB key without [`PREFIX`]: order-preserving time, then the key's bytes.
+type TimerKey = Box<[u8]>;
 
 /// One operator's event-time timers.
 #[derive(Default)]
 pub struct EventTimers {
-    due: BTreeSet<Entry>,
-    /// Registered since the last flush (not in RocksDB).
-    added: KeyMap<Entry, ()>,
+    /// Every registered timer, with whether RocksDB holds it.
+    due: BTreeMap<TimerKey, bool>,
     /// Persisted timers fired since the last flush (to delete from RocksDB).
-    removed: KeyMap<Entry, ()>,
+    fired: Vec<TimerKey>,
 }
 
-fn encode(time: i64, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(PREFIX.len() + 8 + key.len());
-    k.extend_from_slice(PREFIX);
+fn encode(time: i64, key: &str) -> TimerKey {
+    let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
     k.extend_from_slice(key.as_bytes());
-    k
+    k.into_boxed_slice()
+}
+
+fn time_of(k: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&k[..8]);
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 impl EventTimers {
@@ -43,36 +50,32 @@ impl EventTimers {
         let mut t = EventTimers::default();
         for (k, _) in state.scan_prefix(PREFIX)? {
             let rest = &k[PREFIX.len()..];
-            if rest.len() < 8 {
+            if rest.len() < 8 || std::str::from_utf8(&rest[8..]).is_err() {
                 continue;
             }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&rest[..8]);
-            let time = (u64::from_be_bytes(b) ^ (1 << 63)) as i64;
-            let key: Arc<str> = String::from_utf8_lossy(&rest[8..]).into();
-            t.due.insert((time, key));
+            t.due.insert(rest.into(), true);
         }
         Ok(t)
     }
 
     /// Registers a timer for `key` at `time` (idempotent).
-    pub fn register(&mut self, time: i64, key: Arc<str>) {
-        let entry: Entry = (time, key);
-        if self.due.insert(entry.clone()) && self.removed.remove(&entry).is_none() {
-            self.added.insert(entry, ());
-        }
+    pub fn register(&mut self, time: i64, key: &str) {
+        self.due.entry(encode(time, key)).or_insert(false);
     }
 
     /// Removes and returns the earliest timer due at `watermark` (time <= watermark).
-    pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, Arc<str>)> {
-        if self.due.first()?.0 > watermark {
+    pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, String)> {
+        let (first, _) = self.due.first_key_value()?;
+        if time_of(first) > watermark {
             return None;
         }
-        let entry = self.due.pop_first()?;
-        if self.added.remove(&entry).is_none() {
-            self.removed.insert(entry.clone(), ());
+        let (k, persisted) = self.due.pop_first()?;
+        let time = time_of(&k);
+        let key = String::from_utf8_lossy(&k[8..]).into_owned();
+        if persisted {
+            self.fired.push(k);
         }
-        Some(entry)
+        Some((time, key))
     }
 
     /// Number of registered timers.
@@ -87,19 +90,27 @@ impl EventTimers {
 
     /// Writes the changes since the last flush to `state`.
     pub fn flush(&mut self, state: &StateHandle) -> Result<(), StateError> {
-        if self.added.is_empty() && self.removed.is_empty() {
-            return Ok(());
+        // A persisted timer fired and registered again is still in RocksDB: keep it.
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.retain(|k| match self.due.get_mut(k) {
+            Some(persisted) => {
+                *persisted = true;
+                false
+            }
+            None => true,
+        });
+        fired.sort_unstable();
+        state.write_ordered(PREFIX, fired.iter().map(|k| (&k[..], None)))?;
+        let added = self
+            .due
+            .iter()
+            .filter(|(_, persisted)| !**persisted)
+            .map(|(k, _)| (&k[..], Some(&[][..])));
+        state.write_ordered(PREFIX, added)?;
+        for persisted in self.due.values_mut() {
+            *persisted = true;
         }
-        let deletes = self
-            .removed
-            .drain()
-            .map(|((t, k), ())| (encode(t, &k), None));
-        let puts = self
-            .added
-            .drain()
-            .map(|((t, k), ())| (encode(t, &k), Some(Vec::new())));
-        let ops: Vec<_> = deletes.chain(puts).collect();
-        state.write_batch(ops)
+        Ok(())
     }
 }
 
@@ -115,23 +126,42 @@ mod tests {
         let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
         let h = store.handle(&cf);
         let mut t = EventTimers::default();
-        t.register(20, Arc::from("b"));
-        t.register(-5, Arc::from("a"));
-        t.register(20, Arc::from("b"));
-        t.register(30, Arc::from("c"));
+        t.register(20, "b");
+        t.register(-5, "a");
+        t.register(20, "b");
+        t.register(30, "c");
         assert_eq!(t.len(), 3);
-        assert_eq!(t.pop_due(25), Some((-5, Arc::from("a"))));
+        assert_eq!(t.pop_due(25), Some((-5, "a".to_string())));
         t.flush(&h).unwrap();
         // only b and c were written; a fired before the flush
         assert_eq!(h.scan_prefix(PREFIX).unwrap().len(), 2);
-        assert_eq!(t.pop_due(25), Some((20, Arc::from("b"))));
+        assert_eq!(t.pop_due(25), Some((20, "b".to_string())));
         assert_eq!(t.pop_due(25), None);
-        t.register(40, Arc::from("d"));
+        t.register(40, "d");
         t.flush(&h).unwrap();
         let mut loaded = EventTimers::load(&h).unwrap();
         assert_eq!(loaded.len(), 2, "b's deletion and d were written");
-        assert_eq!(loaded.pop_due(i64::MAX), Some((30, Arc::from("c"))));
-        assert_eq!(loaded.pop_due(i64::MAX), Some((40, Arc::from("d"))));
+        assert_eq!(loaded.pop_due(i64::MAX), Some((30, "c".to_string())));
+        assert_eq!(loaded.pop_due(i64::MAX), Some((40, "d".to_string())));
         assert!(loaded.is_empty());
+    }
+
+    #[test]
+    fn a_persisted_timer_fired_and_registered_again_before_a_flush_stays_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("x");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let h = store.handle(&cf);
+        let mut t = EventTimers::default();
+        t.register(i64::MIN, "low");
+        t.register(10, "k");
+        t.flush(&h).unwrap();
+        assert_eq!(t.pop_due(i64::MIN), Some((i64::MIN, "low".to_string())));
+        assert_eq!(t.pop_due(10), Some((10, "k".to_string())));
+        t.register(10, "k");
+        t.flush(&h).unwrap();
+        let mut loaded = EventTimers::load(&h).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded.pop_due(i64::MAX), Some((10, "k".to_string())));
     }
 }
