@@ -110,6 +110,23 @@ pub(crate) fn free_variables<'e>(
     }
 }
 
+/// A map literal whose keys are distinct string constants becomes a [`Node::Record`] (no
+/// key evaluation or repeated-key check per record); any other stays a [`Node::Map`].
+fn record_literal(entries: Vec<(Node, Node)>) -> Node {
+    let mut keys: Vec<Arc<str>> = Vec::with_capacity(entries.len());
+    for (k, _) in &entries {
+        match k {
+            Node::Const(Value::Str(k)) if !keys.contains(k) => keys.push(k.clone()),
+            _ => return Node::Map(entries),
+        }
+    }
+    Node::Record(
+        keys.into_iter()
+            .zip(entries.into_iter().map(|(_, v)| v))
+            .collect(),
+    )
+}
+
 /// Compiles `expr` with `vars` naming the argument positions.
 pub(crate) fn compile(expr: &IdedExpr, vars: &[&str]) -> Result<Compiled, Unsupported> {
     let mut compiler = Compiler {
@@ -181,7 +198,7 @@ impl<'e> Compiler<'_, 'e> {
                     }
                     entries.push((self.node(&e.key)?, self.node(&e.value)?));
                 }
-                Ok(Node::Map(entries))
+                Ok(record_literal(entries))
             }
             Expr::Call(call) => self.call(call),
             Expr::Comprehension(c) => self.comprehension(c),

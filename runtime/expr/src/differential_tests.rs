@@ -130,6 +130,18 @@ const COMPILED: &[&str] = &[
     "e.nums + [4]",
     "e.nums + e.tags",
     "e.nums + 1",
+    // logical operators absorbing errors, and non-bool operands
+    "e.price > 'a' || true",
+    "e.price > 'a' && false",
+    "e.price > 'a' || e.price > 1",
+    "true && e.price > 'a'",
+    "!(e.price > 'a')",
+    "!(e.price > 1) || e.flag",
+    "e.flag && e.price",
+    "e.flag || e.price",
+    "e.price && e.flag",
+    "false && e.price",
+    "e.missing == 1 || e.type == 'bid'",
     // macros
     "e.nums.exists(x, x > 2)",
     "e.nums.all(x, x > 0)",
@@ -182,7 +194,24 @@ fn canonical(v: &Value) -> Value {
 fn assert_same(source: &str, args: &[&Value]) {
     let fast = Expr::compile(source, &["e"]).unwrap_or_else(|e| panic!("{e}"));
     let slow = Expr::compile_interpreted(source, &["e"]).unwrap_or_else(|e| panic!("{e}"));
-    let a = fast.eval(args).map(|v| canonical(&v));
+    let full = fast.eval(args);
+    // eval_bool's shortcut for boolean operators: eval's result, with the same errors
+    let expected_bool = match &full {
+        Ok(Value::Bool(b)) => Ok(*b),
+        Ok(other) => Err(format!("expected a bool, got {}", other.to_json())),
+        Err(e) => Err(e.message.clone()),
+    };
+    let got_bool = fast.eval_bool(args).map_err(|e| e.message);
+    assert_eq!(got_bool, expected_bool, "{source}: eval_bool vs eval");
+    if let [one] = args {
+        let mut owned = (*one).clone();
+        assert_eq!(
+            fast.eval_taking(&mut owned),
+            full,
+            "{source}: eval_taking vs eval"
+        );
+    }
+    let a = full.map(|v| canonical(&v));
     let b = slow.eval(args).map(|v| canonical(&v));
     match (&a, &b) {
         (Ok(x), Ok(y)) => assert_eq!(x, y, "{source}: compiled vs interpreter"),

@@ -89,6 +89,8 @@ pub(crate) enum Node {
     List(Vec<Node>),
     /// A map literal; entries keep their literal order.
     Map(Vec<(Node, Node)>),
+    /// A map literal with distinct constant string keys, in literal order.
+    Record(Vec<(Arc<str>, Node)>),
     /// `size(x)` / `x.size()`.
     Size(Box<Node>),
     /// A string method.
@@ -537,6 +539,35 @@ impl<'v> Items<'v> {
 }
 
 impl Node {
+    /// Whether the node yields a bool whenever it does not fail.
+    pub(crate) fn always_bool(&self) -> bool {
+        matches!(
+            self,
+            Node::Eq(..) | Node::Cmp(..) | Node::And(..) | Node::Or(..) | Node::Not(..)
+        )
+    }
+
+    /// The node's value as a bool (an error for any other value): `eval` followed by
+    /// `as_bool`, without building values for comparisons and logical operators.
+    pub(crate) fn truth<'a>(&'a self, frame: &mut Frame<'a, '_, '_>) -> Result<bool, String> {
+        match self {
+            Node::Eq(a, b, negate) => {
+                let a = a.eval(frame)?;
+                let b = b.eval(frame)?;
+                Ok(values_equal(&a, &b) != *negate)
+            }
+            Node::Cmp(op, a, b) => {
+                let a = a.eval(frame)?;
+                let b = b.eval(frame)?;
+                compare(*op, &a, &b)
+            }
+            Node::Not(operand) if operand.always_bool() => operand.truth(frame).map(|b| !b),
+            Node::And(a, b) => logical_truth(frame, a, b, false),
+            Node::Or(a, b) => logical_truth(frame, a, b, true),
+            other => as_bool(&*other.eval(frame)?),
+        }
+    }
+
     /// Evaluates the node.
     pub(crate) fn eval<'a>(&'a self, frame: &mut Frame<'a, '_, '_>) -> Outcome<'a> {
         match self {
@@ -620,6 +651,13 @@ impl Node {
                 }
                 owned(Value::Map(Arc::new(out)))
             }
+            Node::Record(fields) => {
+                let mut entries = Vec::with_capacity(fields.len());
+                for (key, value) in fields {
+                    entries.push((key.clone(), value.eval(frame)?.into_owned()));
+                }
+                owned(Value::Map(Arc::new(Map { entries })))
+            }
             Node::Size(operand) => size(&*operand.eval(frame)?).map(|n| Cow::Owned(Value::Int(n))),
             Node::StrTest(test, s, t) => {
                 let s = s.eval(frame)?;
@@ -671,6 +709,37 @@ impl Node {
 /// `a && b` (`or == false`) or `a || b` (`or == true`), as the cel crate evaluates them:
 /// the left side short-circuits; an error on the left is absorbed when the right side
 /// decides the result.
+/// `logical` for [`Node::truth`]: the same result without building values.
+fn logical_truth<'a>(
+    frame: &mut Frame<'a, '_, '_>,
+    a: &'a Node,
+    b: &'a Node,
+    or: bool,
+) -> Result<bool, String> {
+    let left = a.truth(frame);
+    if left == Ok(or) {
+        return Ok(or);
+    }
+    if b.always_bool() {
+        let right = b.truth(frame)?;
+        return match left {
+            Ok(_) => Ok(right),
+            Err(_) if right == or => Ok(or),
+            Err(e) => Err(e),
+        };
+    }
+    let right = b.eval(frame)?;
+    match (left, &*right) {
+        (Ok(_), Value::Bool(r)) => Ok(*r),
+        (Err(_), Value::Bool(r)) if *r == or => Ok(or),
+        (Err(e), _) => Err(e),
+        (Ok(_), other) => Err(no_overload(
+            if or { "_||_" } else { "_&&_" },
+            &[&Value::Bool(!or), other],
+        )),
+    }
+}
+
 fn logical<'a>(frame: &mut Frame<'a, '_, '_>, a: &'a Node, b: &'a Node, or: bool) -> Outcome<'a> {
     let left = a.eval(frame).and_then(|v| as_bool(&v));
     if left == Ok(or) {

@@ -14,6 +14,7 @@
 use crate::compile::{self, Unsupported};
 use crate::eval::{Frame, Outcome};
 use crate::interpreter;
+use crate::project::Projection;
 use crate::value::Value;
 
 /// A compile error (syntax, or a variable that is not in scope).
@@ -52,6 +53,8 @@ pub struct Expr {
     source: String,
     vars: Vec<String>,
     body: Body,
+    /// For a map literal over one variable: how [`Expr::eval_taking`] moves fields.
+    projection: Option<Projection>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -102,10 +105,15 @@ impl Expr {
                 reason: "interpreter requested".to_string(),
             }
         };
+        let projection = match &body {
+            Body::Compiled(c) if vars.len() == 1 => Projection::plan(&c.root, c.slots),
+            _ => None,
+        };
         Ok(Expr {
             source: source.to_string(),
             vars: vars.iter().map(|s| s.to_string()).collect(),
             body,
+            projection,
         })
     }
 
@@ -137,10 +145,32 @@ impl Expr {
         }
     }
 
+    /// Evaluates with `arg` as the only variable, with [`Expr::eval`]'s result; a map
+    /// literal's plain selections (`e.f`) move their fields out of `arg` when nothing else
+    /// holds it, so after `Ok` `arg` may lack those fields (after `Err` it is intact).
+    pub fn eval_taking(&self, arg: &mut Value) -> Result<Value, EvalError> {
+        if let (Body::Compiled(c), Some(p)) = (&self.body, &self.projection) {
+            if let Some(v) = p.apply(&c.root, arg) {
+                return Ok(v);
+            }
+        }
+        self.eval(&[arg])
+    }
+
     /// Evaluates and requires a boolean result.
     pub fn eval_bool(&self, args: &[&Value]) -> Result<bool, EvalError> {
         let not_bool = |v: &Value| self.eval_error(format!("expected a bool, got {}", v.to_json()));
         match &self.body {
+            Body::Compiled(compiled) if compiled.slots == 0 && compiled.root.always_bool() => {
+                let mut frame = Frame {
+                    args,
+                    locals: &mut [],
+                };
+                compiled
+                    .root
+                    .truth(&mut frame)
+                    .map_err(|m| self.eval_error(m))
+            }
             Body::Compiled(compiled) => run(compiled, args, |outcome| match outcome.as_deref() {
                 Ok(Value::Bool(b)) => Ok(*b),
                 Ok(other) => Err(not_bool(other)),
@@ -201,6 +231,37 @@ mod tests {
         let e = Value::from_json(r#"{"type":"bid","price":150,"auction":246}"#).unwrap();
         let x = Expr::compile("e.auction % 123 == 0 && e.price > 100", &["e"]).unwrap();
         assert!(x.eval_bool(&[&e]).unwrap());
+    }
+
+    #[test]
+    fn eval_taking_moves_selected_fields_and_equals_eval() {
+        let text = r#"{"type":"bid","auction":7,"price":1000,"extra":"x","url":"u"}"#;
+        for source in [
+            "{'auction': e.auction, 'price': e.price * 908 / 1000, 'extra': e.extra}",
+            "{'a': e.auction, 'b': e.auction, 'c': 1}",
+            "{'missing': e.nope, 'auction': e.auction}",
+            "{'bad': e.type * 2, 'auction': e.auction}",
+            "e.price > 1",
+        ] {
+            let x = Expr::compile(source, &["e"]).unwrap();
+            let mut arg = Value::from_json(text).unwrap();
+            let expected = x.eval(&[&arg]);
+            let shared = arg.clone();
+            assert_eq!(
+                x.eval_taking(&mut arg.clone()),
+                expected,
+                "{source} (shared)"
+            );
+            drop(shared);
+            assert_eq!(x.eval_taking(&mut arg), expected, "{source}");
+            if expected.is_err() {
+                assert_eq!(arg, Value::from_json(text).unwrap(), "{source}: arg intact");
+            }
+        }
+        let x = Expr::compile("{'auction': e.auction, 'extra': e.extra}", &["e"]).unwrap();
+        let mut arg = Value::from_json(text).unwrap();
+        x.eval_taking(&mut arg).unwrap();
+        assert_eq!(arg.get("extra"), &Value::Null, "moved out");
     }
 
     #[test]

@@ -18,6 +18,8 @@ const MAX_DEPTH: usize = 64;
 const MAX_INTERNED_KEYS: usize = 4096;
 /// Field positions that remember their last key and string value.
 const POSITIONS: usize = 64;
+/// Only string values up to this length are shared with an equal previous one.
+const SHARED_STRING_MAX: usize = 16;
 
 /// What repeated parses share: interned field names and the last string per field position.
 #[derive(Default)]
@@ -67,9 +69,10 @@ impl ParseCache {
         }
     }
 
-    /// A string value at field position `pos` (shared with the previous one there if equal).
+    /// A string value at field position `pos` (shared with the previous one there if equal
+    /// and short: long ones rarely repeat, and remembering one costs two atomic operations).
     fn string(&mut self, pos: Option<usize>, s: &str) -> Arc<str> {
-        let Some(pos) = pos.filter(|p| *p < POSITIONS) else {
+        let Some(pos) = pos.filter(|p| *p < POSITIONS && s.len() <= SHARED_STRING_MAX) else {
             return Arc::from(s);
         };
         if self.last_str.len() <= pos {

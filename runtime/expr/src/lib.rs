@@ -11,6 +11,7 @@ mod eval;
 pub mod expr;
 mod interpreter;
 mod json;
+mod project;
 pub mod value;
 
 pub use expr::{EvalError, Expr, ExprError};

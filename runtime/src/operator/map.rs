@@ -20,8 +20,9 @@ impl MapOp {
 }
 
 impl Operator for MapOp {
-    fn process(&mut self, _input: usize, record: Record, ctx: &mut Context<'_>) -> OpResult {
-        match self.expr.eval(&[&record.value]) {
+    fn process(&mut self, _input: usize, mut record: Record, ctx: &mut Context<'_>) -> OpResult {
+        // fields may move out of the input record, which is dropped when a map comes back
+        match self.expr.eval_taking(&mut record.value) {
             Ok(v @ Value::Map(_)) => ctx.emit(Record { value: v, ..record }),
             Ok(other) => ctx.dead_letter(
                 &record,
