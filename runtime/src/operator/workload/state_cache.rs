@@ -4,8 +4,11 @@
 //! - Entries are compact: the key and the value's binary encoding ([`codec`]) in one
 //!   allocation, in a hash table of 24-byte slots (pointer, length, hash, flags); the cache is bounded in bytes (keys, values
 //!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
-//! - A hit decodes the value and encodes it back in place: no key allocation, no RocksDB
-//!   access.
+//! - A key created in the cache starts decoded in a small hot table (up to 65,536 keys), so
+//!   short-lived keys (a pattern's partial match) are never encoded until a checkpoint; when
+//!   it fills, keys move to the compact table, encoded.
+//! - A hit in the compact table decodes the value and encodes it back in place: no key
+//!   allocation, no RocksDB access.
 //! - A key created and removed between two checkpoints (a pattern's partial match, a splice
 //!   sample that fired) never reaches RocksDB: the cache remembers which keys RocksDB holds
 //!   and writes deletes only for those.
@@ -27,7 +30,6 @@ use hashbrown::HashTable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::hash::Hasher;
-use std::marker::PhantomData;
 
 /// A fast non-cryptographic hasher for state keys (multiply-rotate over 8-byte words).
 #[derive(Default, Clone, Copy)]
@@ -184,8 +186,22 @@ fn spread(h: u32) -> u64 {
     (u64::from(h) << 32) | u64::from(h)
 }
 
+/// A key created in the cache, kept decoded until it is demoted to the compact table.
+struct HotEntry<V> {
+    key: Box<[u8]>,
+    hash: u32,
+    /// `DIRTY` and `STORED` (present is `value.is_some()`).
+    flags: u8,
+    value: Option<V>,
+}
+
+/// Keys kept decoded: at most this many ...
+const HOT_ENTRIES_MAX: usize = 65_536;
+/// ... and one per this many bytes of the cache's capacity.
+const HOT_BYTES_PER_ENTRY: usize = 1_024;
+
 /// One workload operator's keyed state: RocksDB behind a write-back cache of encoded values
-/// ([`codec`]), bounded in bytes.
+/// ([`codec`]), bounded in bytes, with newly created keys kept decoded in a small hot table.
 pub struct WorkloadState<V> {
     handle: StateHandle,
     prefix: Vec<u8>,
@@ -193,31 +209,46 @@ pub struct WorkloadState<V> {
     read_key: Vec<u8>,
     /// The encoding of the value being put (reused).
     scratch: Vec<u8>,
+    /// Keys created in the cache, decoded (short-lived keys live and die here).
+    hot: HashTable<HotEntry<V>>,
+    hot_capacity: usize,
+    /// Keys with encoded values: demoted from `hot` or read from RocksDB.
     table: HashTable<Entry>,
     capacity_bytes: usize,
     used_bytes: usize,
-    _values: PhantomData<fn() -> V>,
 }
 
 fn backend(action: &str, e: impl std::fmt::Display) -> StateBackendError {
     StateBackendError(format!("{action}: {e}"))
 }
 
+fn encode<V: Serialize>(key: &[u8], value: &V, out: &mut Vec<u8>) -> Result<(), StateBackendError> {
+    codec::encode_into(value, out).map_err(|e| {
+        backend(
+            &format!("encoding the value of '{}'", String::from_utf8_lossy(key)),
+            e,
+        )
+    })
+}
+
 impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
     /// The state named `name` (a key prefix) in `handle`'s column family, caching up to
-    /// `capacity_bytes` of keys and encoded values (entry overhead included).
+    /// `capacity_bytes` of keys and encoded values (entry overhead included) plus up to one
+    /// decoded new key per KiB of that (at most 65,536).
     pub fn new(handle: StateHandle, name: &str, capacity_bytes: usize) -> Self {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
+        let capacity_bytes = capacity_bytes.max(16 * entry_cost(64));
         WorkloadState {
             handle,
             read_key: prefix.clone(),
             prefix,
             scratch: Vec::new(),
+            hot: HashTable::new(),
+            hot_capacity: (capacity_bytes / HOT_BYTES_PER_ENTRY).clamp(4, HOT_ENTRIES_MAX),
             table: HashTable::new(),
-            capacity_bytes: capacity_bytes.max(16 * entry_cost(64)),
+            capacity_bytes,
             used_bytes: 0,
-            _values: PhantomData,
         }
     }
 
@@ -238,26 +269,55 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
         }
     }
 
-    /// Writes every dirty entry to RocksDB, in key order.
+    /// Writes every dirty entry of both tables to RocksDB, in key order.
     pub fn flush(&mut self) -> Result<(), StateBackendError> {
-        let mut dirty: Vec<(u64, &Entry)> = self
-            .table
+        let WorkloadState {
+            handle,
+            prefix,
+            scratch,
+            hot,
+            table,
+            ..
+        } = self;
+        // hot values are encoded into `scratch` first
+        scratch.clear();
+        let mut hot_dirty = Vec::new();
+        for e in hot.iter().filter(|e| e.flags & DIRTY != 0) {
+            match &e.value {
+                Some(v) => {
+                    let at = scratch.len();
+                    encode(&e.key, v, scratch)?;
+                    hot_dirty.push((&e.key[..], Some(at..scratch.len())));
+                }
+                None if e.flags & STORED != 0 => hot_dirty.push((&e.key[..], None)),
+                None => {}
+            }
+        }
+        let mut ops: Vec<WriteOp<'_>> = table
             .iter()
             .filter(|e| e.has(DIRTY) && (e.has(PRESENT) || e.has(STORED)))
-            .map(|e| (order_prefix(e.key()), e))
+            .map(|e| {
+                (
+                    order_prefix(e.key()),
+                    e.key(),
+                    e.has(PRESENT).then(|| e.value()),
+                )
+            })
             .collect();
-        if !dirty.is_empty() {
-            dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())));
-            let ops = dirty
-                .iter()
-                .map(|(_, e)| (e.key(), e.has(PRESENT).then(|| e.value())));
-            self.handle
-                .write_ordered(&self.prefix, ops)
+        ops.extend(
+            hot_dirty
+                .into_iter()
+                .map(|(k, v)| (order_prefix(k), k, v.map(|r| &scratch[r]))),
+        );
+        if !ops.is_empty() {
+            ops.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            handle
+                .write_ordered(prefix, ops.iter().map(|&(_, k, v)| (k, v)))
                 .map_err(|e| backend("writing", e))?;
         }
-        drop(dirty);
+        drop(ops);
         let mut freed = 0;
-        for e in self.table.iter_mut().filter(|e| e.has(DIRTY)) {
+        for e in table.iter_mut().filter(|e| e.has(DIRTY)) {
             e.flags &= !(DIRTY | STORED);
             if e.has(PRESENT) {
                 e.flags |= STORED;
@@ -267,11 +327,18 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             }
         }
         self.used_bytes -= freed;
+        // removed hot keys are gone from RocksDB now (or never reached it)
+        hot.retain(|e| {
+            if e.flags & DIRTY != 0 {
+                e.flags = STORED;
+            }
+            e.value.is_some()
+        });
         Ok(())
     }
 
-    /// Makes room: writes dirty entries, forgets removed keys, then evicts clean entries
-    /// until the cache is half full.
+    /// Makes room in the compact table: writes dirty entries, forgets removed keys, then
+    /// evicts clean entries until it is half full.
     fn make_room(&mut self) -> Result<(), StateBackendError> {
         self.flush()?;
         let target = self.capacity_bytes / 2;
@@ -284,6 +351,33 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             false
         });
         self.used_bytes = used;
+        Ok(())
+    }
+
+    /// Makes room in the hot table: forgets keys removed before they reached RocksDB, then
+    /// moves keys to the compact table (encoded) until it is half full.
+    fn demote(&mut self) -> Result<(), StateBackendError> {
+        let mut moving: Vec<HotEntry<V>> = self
+            .hot
+            .extract_if(|e| e.value.is_none())
+            .filter(|e| e.flags & STORED != 0)
+            .collect();
+        let mut excess = self.hot.len().saturating_sub(self.hot_capacity / 2);
+        moving.extend(self.hot.extract_if(|_| {
+            let out = excess > 0;
+            excess = excess.saturating_sub(1);
+            out
+        }));
+        for e in moving {
+            self.scratch.clear();
+            let mut flags = e.flags;
+            if let Some(v) = &e.value {
+                encode(&e.key, v, &mut self.scratch)?;
+                flags |= PRESENT;
+            }
+            let entry = Entry::new(e.hash, &e.key, &self.scratch, flags);
+            self.insert(entry)?;
+        }
         Ok(())
     }
 
@@ -305,14 +399,17 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
 
     /// Number of cached keys (live or removed).
     pub fn cached(&self) -> usize {
-        self.table.len()
+        self.hot.len() + self.table.len()
     }
 
-    /// Bytes the cache accounts for (keys, encoded values, per-entry overhead).
+    /// Bytes the compact table accounts for (keys, encoded values, per-entry overhead).
     pub fn cached_bytes(&self) -> usize {
         self.used_bytes
     }
 }
+
+/// A write of a flush: the key's [`order_prefix`], the key, the value (`None`: delete).
+type WriteOp<'a> = (u64, &'a [u8], Option<&'a [u8]>);
 
 /// The first eight bytes of `key`, big-endian: sorting by it sorts most keys.
 fn order_prefix(key: &[u8]) -> u64 {
@@ -326,6 +423,8 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
     fn take(&mut self, key: &str) -> Result<Option<V>, StateBackendError> {
         let k = key.as_bytes();
         let hash = hash_key(k);
+        // a key is in at most one table; the compact one first: it holds most keys when there
+        // are many, and is nearly empty (a cheap miss) when keys are short-lived
         if let Some(e) = self
             .table
             .find_mut(spread(hash), |e| e.hash == hash && e.key() == k)
@@ -338,6 +437,16 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             e.flags = (e.flags & !PRESENT) | DIRTY;
             return Ok(Some(v));
         }
+        if let Some(e) = self
+            .hot
+            .find_mut(spread(hash), |e| e.hash == hash && *e.key == *k)
+        {
+            let v = e.value.take();
+            if v.is_some() {
+                e.flags |= DIRTY;
+            }
+            return Ok(v);
+        }
         let Some((value, mut entry)) = self.read(key, hash)? else {
             return Ok(None);
         };
@@ -348,22 +457,39 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
     }
 
     fn put(&mut self, key: &str, value: V) -> Result<(), StateBackendError> {
-        self.scratch.clear();
-        codec::encode_into(&value, &mut self.scratch)
-            .map_err(|e| backend(&format!("encoding the value of '{key}'"), e))?;
         let k = key.as_bytes();
         let hash = hash_key(k);
         if let Some(e) = self
             .table
             .find_mut(spread(hash), |e| e.hash == hash && e.key() == k)
         {
+            self.scratch.clear();
+            encode(k, &value, &mut self.scratch)?;
             let grew = e.set_value(&self.scratch);
             e.flags |= PRESENT | DIRTY;
             self.used_bytes = self.used_bytes.saturating_add_signed(grew);
             return Ok(());
         }
-        let entry = Entry::new(hash, k, &self.scratch, PRESENT | DIRTY);
-        self.insert(entry)
+        if let Some(e) = self
+            .hot
+            .find_mut(spread(hash), |e| e.hash == hash && *e.key == *k)
+        {
+            e.value = Some(value);
+            e.flags |= DIRTY;
+            return Ok(());
+        }
+        if self.hot.len() >= self.hot_capacity {
+            self.demote()?;
+        }
+        let entry = HotEntry {
+            key: k.into(),
+            hash,
+            flags: DIRTY,
+            value: Some(value),
+        };
+        self.hot
+            .insert_unique(spread(hash), entry, |e| spread(e.hash));
+        Ok(())
     }
 }
 
@@ -373,9 +499,15 @@ impl<V> WorkloadState<V> {
     fn stored(&self, key: &str) -> Option<bool> {
         let k = key.as_bytes();
         let hash = hash_key(k);
-        self.table
-            .find(spread(hash), |e| e.hash == hash && e.key() == k)
-            .map(|e| e.has(STORED))
+        let hot = self
+            .hot
+            .find(spread(hash), |e| e.hash == hash && *e.key == *k)
+            .map(|e| e.flags & STORED != 0);
+        hot.or_else(|| {
+            self.table
+                .find(spread(hash), |e| e.hash == hash && e.key() == k)
+                .map(|e| e.has(STORED))
+        })
     }
 }
 
@@ -477,7 +609,7 @@ mod tests {
         assert_eq!(s.take("short").unwrap(), Some(1));
         s.put("kept", 2).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.stored("short"), Some(false));
+        assert_ne!(s.stored("short"), Some(true), "forgotten or known absent");
         assert_eq!(s.stored("kept"), Some(true));
         assert_eq!(
             store.handle(&cf).scan_prefix(b"workload\0").unwrap().len(),

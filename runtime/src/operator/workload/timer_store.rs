@@ -15,12 +15,37 @@
 //! time + key, empty value.
 
 use crate::state::{StateError, StateHandle};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 const PREFIX: &[u8] = b"\x02wtimers\x00";
 
 /// A timer's RocksDB key without [`PREFIX`]: order-preserving time, then the key's bytes.
-type TimerKey = Box<[u8]>;
+/// Ordered like its bytes, comparing the time as one integer first.
+#[derive(PartialEq, Eq)]
+struct TimerKey(Box<[u8]>);
+
+impl TimerKey {
+    fn time_bits(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        u64::from_be_bytes(b)
+    }
+}
+
+impl Ord for TimerKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.time_bits()
+            .cmp(&other.time_bits())
+            .then_with(|| self.0[8..].cmp(&other.0[8..]))
+    }
+}
+
+impl PartialOrd for TimerKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// One operator's event-time timers.
 #[derive(Default)]
@@ -35,7 +60,7 @@ fn encode(time: i64, key: &str) -> TimerKey {
     let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
     k.extend_from_slice(key.as_bytes());
-    k.into_boxed_slice()
+    TimerKey(k.into_boxed_slice())
 }
 
 fn time_of(k: &[u8]) -> i64 {
@@ -53,7 +78,7 @@ impl EventTimers {
             if rest.len() < 8 || std::str::from_utf8(&rest[8..]).is_err() {
                 continue;
             }
-            t.due.insert(rest.into(), true);
+            t.due.insert(TimerKey(rest.into()), true);
         }
         Ok(t)
     }
@@ -66,12 +91,12 @@ impl EventTimers {
     /// Removes and returns the earliest timer due at `watermark` (time <= watermark).
     pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, String)> {
         let (first, _) = self.due.first_key_value()?;
-        if time_of(first) > watermark {
+        if time_of(&first.0) > watermark {
             return None;
         }
         let (k, persisted) = self.due.pop_first()?;
-        let time = time_of(&k);
-        let key = String::from_utf8_lossy(&k[8..]).into_owned();
+        let time = time_of(&k.0);
+        let key = String::from_utf8_lossy(&k.0[8..]).into_owned();
         if persisted {
             self.fired.push(k);
         }
@@ -100,12 +125,12 @@ impl EventTimers {
             None => true,
         });
         fired.sort_unstable();
-        state.write_ordered(PREFIX, fired.iter().map(|k| (&k[..], None)))?;
+        state.write_ordered(PREFIX, fired.iter().map(|k| (&k.0[..], None)))?;
         let added = self
             .due
             .iter()
             .filter(|(_, persisted)| !**persisted)
-            .map(|(k, _)| (&k[..], Some(&[][..])));
+            .map(|(k, _)| (&k.0[..], Some(&[][..])));
         state.write_ordered(PREFIX, added)?;
         for persisted in self.due.values_mut() {
             *persisted = true;
