@@ -13,11 +13,15 @@ A benchmark, not a test: prints numbers, never fails on speed. Run: bash bench/o
 """
 
 import argparse
+import base64
 import json
 import os
 import re
+import resource
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -66,6 +70,40 @@ def proc_rss_kib(pid):
     return vals
 
 
+CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "kube-controller")
+
+
+def cluster_pids():
+    """{process name: pid} of the test cluster's control plane (comm is cut to 15 chars)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in CLUSTER_PROCESSES:
+            out[comm] = int(pid)
+    return out
+
+
+def cluster_cpu(pids):
+    out = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = proc_cpu_seconds(pid)
+        except OSError:
+            pass
+    return out
+
+
+def children_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def load_average():
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
@@ -93,26 +131,65 @@ spec:
 """
 
 
-def items(kind):
-    r = kubectl("get", kind, "-n", NS, "-o", "json", timeout=120)
-    return json.loads(r.stdout)["items"]
+class ApiServer:
+    """Direct GETs against the apiserver with the kubeconfig's token, over one connection
+    pool, so that polling for progress costs the machine little (no kubectl process per poll;
+    children are listed as metadata only)."""
+
+    META = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+    def __init__(self):
+        cfg = json.loads(kubectl("config", "view", "--raw", "-o", "json").stdout)
+        cluster = cfg["clusters"][0]["cluster"]
+        self.server = cluster["server"]
+        self.token = cfg["users"][0]["user"]["token"]
+        ca = tempfile.NamedTemporaryFile(delete=False, suffix=".crt")
+        ca.write(base64.b64decode(cluster["certificate-authority-data"]))
+        ca.close()
+        self.ctx = ssl.create_default_context(cafile=ca.name)
+
+    def list(self, path, metadata_only):
+        req = urllib.request.Request(self.server + path, headers={
+            "Authorization": f"Bearer {self.token}",
+            "Accept": self.META if metadata_only else "application/json"})
+        with urllib.request.urlopen(req, context=self.ctx, timeout=120) as r:
+            return json.loads(r.read())["items"]
+
+
+API = None
+
+CHILDREN = {"configmaps": f"/api/v1/namespaces/{NS}/configmaps",
+            "services": f"/api/v1/namespaces/{NS}/services",
+            "statefulsets": f"/apis/apps/v1/namespaces/{NS}/statefulsets"}
 
 
 def progress(n):
     """(jobs with all three children, jobs with status written for their generation)."""
     owners = {}
-    for kind in ("configmaps", "services", "statefulsets"):
-        for o in items(kind):
+    for kind, path in CHILDREN.items():
+        for o in API.list(path, metadata_only=True):
             for ref in o["metadata"].get("ownerReferences", []):
                 if ref.get("kind") == "StreamJob":
                     owners.setdefault(ref["name"], set()).add(kind)
     children = sum(1 for v in owners.values() if len(v) == 3)
     status = 0
-    for j in items("streamjobs.weir.dev"):
+    for j in API.list(f"/apis/weir.dev/v1alpha1/namespaces/{NS}/streamjobs", metadata_only=False):
         st = j.get("status") or {}
         if st.get("phase") and st.get("observedGeneration") == j["metadata"].get("generation"):
             status += 1
     return children, status
+
+
+def counters(text, name, label):
+    """{label value: count} of a counter family, e.g. the reconcile triggers."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(rf'{name}_total\{{(.*)\}} (\S+)$', line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            key = "/".join(labels[k] for k in label)
+            out[key] = out.get(key, 0) + float(m.group(2))
+    return out
 
 
 def histogram(text, name):
@@ -137,14 +214,17 @@ def histogram(text, name):
 
 
 def main():
-    global ENV
+    global ENV, API
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", type=int, default=500)
     ap.add_argument("--idle-seconds", type=int, default=120)
     ap.add_argument("--timeout", type=int, default=600)
-    ap.add_argument("--apply-parallel", type=int, default=1,
+    ap.add_argument("--apply-parallel", type=int, default=8,
                     help="kubectl apply processes submitting the jobs side by side (kubectl "
                     "submits one object at a time: with 1, submission itself takes tens of seconds)")
+    ap.add_argument("--server-side", action="store_true",
+                    help="kubectl apply --server-side (one request per object instead of a GET "
+                    "and a create)")
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     args = ap.parse_args()
     ENV = cluster_env()
@@ -155,6 +235,7 @@ def main():
         log("building weir-operator (release)")
         subprocess.run(["cargo", "build", "--release", "-p", "weir-operator", "--bin", "weir-operator"],
                        cwd=REPO, env=dict(os.environ, CARGO_TARGET_DIR=TARGET), check=True)
+    API = ApiServer()
     kubectl("apply", "-f", os.path.join(REPO, "crds"))
     kubectl("wait", "--for=condition=Established", "crd/streamjobs.weir.dev", "--timeout=60s")
     if kubectl("get", "namespace", NS, check=False).returncode == 0:
@@ -180,12 +261,16 @@ spec: {{hard: {{pods: "0"}}}}
                 time.sleep(0.5)
         time.sleep(2)
         cpu0 = proc_cpu_seconds(op.pid)
+        pids = cluster_pids()
+        cluster0 = cluster_cpu(pids)
+        kubectl0 = children_cpu_seconds()
         result["load_before"] = load_average()
         n = max(1, args.apply_parallel)
         chunks = ["".join(manifest(i) for i in range(k, args.jobs, n)) for k in range(n)]
         log(f"applying {args.jobs} StreamJobs with {n} kubectl process(es)")
         t0 = time.monotonic()
-        procs = [subprocess.Popen(["kubectl", "apply", "-f", "-"], env=ENV, stdin=subprocess.PIPE,
+        apply = ["kubectl", "apply", "-f", "-"] + (["--server-side"] if args.server_side else [])
+        procs = [subprocess.Popen(apply, env=ENV, stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in chunks]
         for p, c in zip(procs, chunks):
@@ -195,12 +280,17 @@ spec: {{hard: {{pods: "0"}}}}
             if p.wait(timeout=600) != 0:
                 raise RuntimeError(f"kubectl apply: {p.stderr.read().strip()}")
         applied = time.monotonic() - t0
+        result["kubectl_apply_cpu_s"] = children_cpu_seconds() - kubectl0
         result["apply_parallel"] = n
+        result["apply_mode"] = "server-side" if args.server_side else "client-side"
         log(f"applied in {applied:.1f}s; waiting for children and status")
         children = status = 0
         t_children = t_status = None
+        polls = []
         while time.monotonic() - t0 < args.timeout:
+            p0 = time.monotonic()
             children, status = progress(args.jobs)
+            polls.append(time.monotonic() - p0)
             now = time.monotonic() - t0
             if children >= args.jobs and t_children is None:
                 t_children = now
@@ -209,8 +299,12 @@ spec: {{hard: {{pods: "0"}}}}
             log(f"t={now:5.1f}s children {children}/{args.jobs}, status {status}/{args.jobs}")
             if t_children is not None and t_status is not None:
                 break
-            time.sleep(2)
+            time.sleep(1)
+        result["poll_s_max"] = max(polls) if polls else None
         converge_cpu = proc_cpu_seconds(op.pid) - cpu0
+        cluster1 = cluster_cpu(pids)
+        result["cluster_cpu_s_to_converge"] = {k: cluster1[k] - cluster0[k]
+                                               for k in cluster1 if k in cluster0}
         rss = proc_rss_kib(op.pid)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         result.update({
@@ -219,6 +313,8 @@ spec: {{hard: {{pods: "0"}}}}
             "children_done": children, "status_done": status,
             "cpu_s_to_converge": converge_cpu, "peak_rss_kib_converge": rss.get("VmHWM"),
             "reconcile": histogram(metrics, "weir_operator_reconcile_duration_seconds"),
+            "triggers": counters(metrics, "weir_operator_reconcile_triggers", ["trigger"]),
+            "writes": counters(metrics, "weir_operator_writes", ["kind", "outcome"]),
             "load_after_converge": load_average(),
         })
         log(f"idle: measuring CPU for {args.idle_seconds}s")
@@ -249,6 +345,9 @@ spec: {{hard: {{pods: "0"}}}}
     def s(x, d=1):
         return "-" if x is None else f"{x:.{d}f}"
 
+    def listing(d):
+        return ", ".join(f"{k} {v:.0f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
+
     md = f"""# Operator at scale ({result['jobs']} StreamJobs applied at once)
 
 Taken {result['taken']}; load average {result.get('load_before')} before, {result.get('load_after_converge')} after
@@ -258,14 +357,16 @@ are written, no pod starts).
 
 | figure | value | target |
 |---|---:|---:|
-| `kubectl apply` of all jobs ({result.get('apply_parallel')} kubectl process(es); the clock starts here) | {s(result.get('apply_s'))} s | |
-| every job has ConfigMap + Service + StatefulSet (first poll that saw it; polls take a few s) | {s(result.get('all_children_s'))} s | |
+| `kubectl apply` ({result.get('apply_mode')}) of all jobs ({result.get('apply_parallel')} kubectl process(es); the clock starts here) | {s(result.get('apply_s'))} s | |
+| every job has ConfigMap + Service + StatefulSet (first poll that saw it; a poll every second, the longest took {s(result.get('poll_s_max'))} s) | {s(result.get('all_children_s'))} s | |
 | every job has its status written (phase, observedGeneration) | {s(result.get('all_status_s'))} s | |
 | total (both) | {s(result.get('done_s'))} s | < 60 s |
 | reconciles | {s(rec.get('count'), 0)} | |
+| reconcile triggers (several can be served by one reconcile; job_status_only / job_unchanged are dropped) | {listing(result.get('triggers', {}))} | |
+| writes by the reconciles (unchanged = skipped) | {listing(result.get('writes', {}))} | |
 | reconcile duration p50 / p99 (histogram bucket bound) | ≤ {s(rec.get('p50_le_s'), 2)} s / ≤ {s(rec.get('p99_le_s'), 2)} s | |
 | reconcile duration mean | {s((rec.get('mean_s') or 0) * 1000)} ms | |
-| operator CPU seconds until converged | {s(result.get('cpu_s_to_converge'))} | |
+| CPU seconds until converged: operator / {' / '.join(result.get('cluster_cpu_s_to_converge', {}))} / the kubectl applies | {s(result.get('cpu_s_to_converge'))} / {' / '.join(s(v) for v in result.get('cluster_cpu_s_to_converge', {}).values())} / {s(result.get('kubectl_apply_cpu_s'))} | |
 | operator peak RSS (VmHWM) | {s((result.get('peak_rss_kib') or 0) / 1024)} MiB | < 64 MiB |
 | steady-state CPU with {result['jobs']} idle jobs | {s((result.get('idle_cpu_cores') or 0) * 1000)} millicores (over {s(result.get('idle_window_s'), 0)} s) | |
 """
