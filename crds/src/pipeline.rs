@@ -708,9 +708,19 @@ pub struct KafkaSinkSpec {
     /// CEL key expression over `e`; keyed records go to murmur2(key) % partitions, keyless ones round-robin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Use Kafka transactions committed on checkpoint completion (exactly-once). Default true.
+    /// Exactly-once output (default true): see `transactions` for how.
     #[serde(default = "default_true")]
     pub exactly_once: bool,
+    /// How `exactlyOnce` is achieved. true (default): Kafka transactions committed when the
+    /// checkpoint completes; read_committed consumers see only completed checkpoints' output.
+    /// false, for brokers without transactions (tansu): every record carries a `weir-writer`
+    /// header, checkpoints keep read-back positions, and after a restore the sink reads back
+    /// what it wrote since and does not write it again, so every consumer sees each record
+    /// once provided the pipeline replays the same records (every operator does, except
+    /// lookupJoin against a changing store); output before the first completed checkpoint is
+    /// at-least-once.
+    #[serde(default = "default_true")]
+    pub transactions: bool,
     /// Extra librdkafka producer properties.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,

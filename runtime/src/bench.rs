@@ -253,6 +253,7 @@ fn bench_checkpoint(
         finished: false,
         files: vec![],
         operators: vec![operator_cf("big")],
+        sinks: Default::default(),
     };
     let uploaded = upload_task(storage, &dir, &mut manifest, known).map_err(|x| e(&x))?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -180,6 +180,8 @@ pub struct Task {
     inputs: Vec<Input>,
     ops: Vec<OpSlot>,
     sinks: Vec<Box<dyn Sink>>,
+    /// `sinks[k]`'s name.
+    sink_names: Vec<String>,
     consumers: Vec<Vec<Consumer>>,
     watermark: i64,
     now: i64,
@@ -284,8 +286,12 @@ impl Task {
             } else {
                 Box::new(StdoutSink::new(&s.name))
             };
-            sink.on_restore(start.restored.as_ref().map(|m| m.checkpoint_id))
-                .map_err(|source| TaskError::Sink { task: id, source })?;
+            let restored = start.restored.as_ref();
+            sink.on_restore(
+                restored.map(|m| m.checkpoint_id),
+                restored.and_then(|m| m.sinks.get(&s.name)),
+            )
+            .map_err(|source| TaskError::Sink { task: id, source })?;
             sinks.push(crate::sink::throttle::limit(sink, s.max_records_per_second));
         }
 
@@ -343,6 +349,7 @@ impl Task {
             dir: start.dir,
             store,
             cf_names,
+            sink_names: plan.pipeline.sinks.iter().map(|s| s.name.clone()).collect(),
             inputs,
             ops,
             sinks,
@@ -626,6 +633,12 @@ impl Task {
             finished: self.finished,
             files: vec![],
             operators: self.cf_names.clone(),
+            sinks: self
+                .sink_names
+                .iter()
+                .zip(&self.sinks)
+                .filter_map(|(name, s)| Some((name.clone(), s.position()?)))
+                .collect(),
         };
         Ok((dir, manifest))
     }

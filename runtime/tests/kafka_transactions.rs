@@ -59,6 +59,7 @@ fn spec(brokers: &str, key: Option<&str>) -> KafkaSinkSpec {
         topic: "out".into(),
         key: key.map(str::to_string),
         exactly_once: true,
+        transactions: true,
         properties: BTreeMap::new(),
     }
 }
@@ -105,7 +106,7 @@ fn records_after_a_barrier_reach_the_broker_only_after_that_checkpoint_commits()
     };
 
     let mut sink = KafkaSink::new("out", &spec(&brokers, None), &info(0)).unwrap();
-    sink.on_restore(None).unwrap();
+    sink.on_restore(None, None).unwrap();
     for i in 0..6 {
         sink.write(&rec("c1", i)).unwrap();
     }
@@ -152,7 +153,7 @@ fn end_txn_is_sent_at_commit_not_at_prepare_and_its_failure_names_sink_topic_and
     cluster.create_topic("out", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut sink = KafkaSink::new("out", &spec(&brokers, None), &info(1)).unwrap();
-    sink.on_restore(None).unwrap();
+    sink.on_restore(None, None).unwrap();
     // every EndTxn fails from now on, with a non-retriable error
     cluster.request_errors(
         RDKafkaApiKey::EndTxn,
@@ -172,7 +173,7 @@ fn a_retriable_end_txn_error_is_retried() {
     cluster.create_topic("out", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut sink = KafkaSink::new("out", &spec(&brokers, None), &info(0)).unwrap();
-    sink.on_restore(None).unwrap();
+    sink.on_restore(None, None).unwrap();
     cluster.request_errors(
         RDKafkaApiKey::EndTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS],
@@ -199,7 +200,7 @@ fn keyed_records_land_on_the_java_partition_of_their_key() {
     cluster.create_topic("out", 5, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut sink = KafkaSink::new("out", &spec(&brokers, Some("e.tag")), &info(0)).unwrap();
-    sink.on_restore(None).unwrap();
+    sink.on_restore(None, None).unwrap();
     let keys = ["a", "b", "c", "user-1", "user-2", "21", "foobar"];
     for (i, k) in keys.iter().enumerate() {
         sink.write(&rec(k, i as i64)).unwrap();

@@ -41,6 +41,7 @@ pub mod transfer;
 use crate::time::PartitionWatermark;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Name of the job-level completion marker inside `chk-<id>/`.
 pub const COMPLETED_MARKER: &str = "_COMPLETED";
@@ -117,6 +118,9 @@ pub struct TaskManifest {
     /// Operator column families present in the state.
     #[serde(default)]
     pub operators: Vec<String>,
+    /// What sinks keep in the checkpoint, by sink name (Kafka read-back positions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sinks: BTreeMap<String, serde_json::Value>,
 }
 
 impl TaskManifest {

@@ -286,6 +286,7 @@ mod tests {
             finished: false,
             files: vec![],
             operators: vec![],
+            sinks: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! checkpoints.
 
 pub mod partitioner;
+pub mod readback;
 pub mod repartition;
 pub mod sink;
 pub mod source;

@@ -130,6 +130,8 @@ pub fn expand(plan: &mut JobPlan) {
                 topic,
                 key: Some("e.k".to_string()),
                 exactly_once: r.exactly_once,
+                // the reader drops replays by sequence number; no read-back needed
+                transactions: true,
                 properties: r.properties.clone(),
             }),
             ..Default::default()

@@ -17,15 +17,25 @@
 //! checkpoint `c` completed but before `commit(c)` reached the broker loses `c`'s output
 //! (the restart aborts it and resumes after `c`); see runtime/README.md.
 //!
+//! With `exactlyOnce` and `transactions: false` (brokers without transactions, such as tansu):
+//! an idempotent producer flushed at `prepare`, every record stamped with a `weir-writer`
+//! header, and per-partition read-back positions in each checkpoint; after a restore the sink
+//! reads back what it wrote past them and does not write those records again
+//! ([`super::readback`]). Any consumer then sees each record once, provided the pipeline
+//! replays the same records; output before the first completed checkpoint is at-least-once.
+//!
 //! Without `exactlyOnce`: an idempotent producer, flushed at `prepare` (at-least-once).
 
 use super::partitioner::SinkPartitioner;
+use super::readback::{self, ReplayFilter, SinkPositions, WRITER_HEADER};
 use super::{client_config, partition_count, Endpoint};
 use crate::record::Record;
 use crate::sink::{Sink, SinkError};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_crds::pipeline::KafkaSinkSpec;
@@ -34,13 +44,24 @@ use weir_expr::Expr;
 /// How long a flush, a transaction commit or `init_transactions` may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Records the first delivery failure so that `prepare` fails instead of losing data.
+/// Records the first delivery failure so that `prepare` fails instead of losing data, and
+/// per partition the offset after the last delivered record.
 #[derive(Clone, Default)]
-pub struct DeliveryErrors(Arc<Mutex<Option<String>>>);
+pub struct DeliveryErrors {
+    first_error: Arc<Mutex<Option<String>>>,
+    next_offsets: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
 
 impl DeliveryErrors {
     fn take(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|mut g| g.take())
+        self.first_error.lock().ok().and_then(|mut g| g.take())
+    }
+
+    fn next_offsets(&self) -> BTreeMap<i32, i64> {
+        self.next_offsets
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -49,12 +70,36 @@ impl ClientContext for DeliveryErrors {}
 impl ProducerContext for DeliveryErrors {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            if let Ok(mut g) = self.0.lock() {
-                g.get_or_insert_with(|| e.to_string());
+        match result {
+            Err((e, _)) => {
+                if let Ok(mut g) = self.first_error.lock() {
+                    g.get_or_insert_with(|| e.to_string());
+                }
+            }
+            Ok(m) => {
+                if let Ok(mut g) = self.next_offsets.lock() {
+                    let next = g.entry(m.partition()).or_default();
+                    *next = (*next).max(m.offset() + 1);
+                }
             }
         }
     }
+}
+
+/// Exactly-once without transactions: the writer stamp, read-back positions and the filter
+/// of replayed records.
+struct ReadBackDedup {
+    /// The `weir-writer` header value (the task's transactional id).
+    writer: String,
+    headers: OwnedHeaders,
+    positions: SinkPositions,
+    /// Active after a restore until the replay has produced what was read back.
+    filter: Option<ReplayFilter>,
+    /// Where the read-back records end, per partition (positions move there once the filter
+    /// is done).
+    read_back_ends: BTreeMap<i32, i64>,
+    properties: BTreeMap<String, String>,
+    partitions: u32,
 }
 
 /// A record held back between a checkpoint's barrier and its completion.
@@ -94,6 +139,8 @@ pub struct KafkaSink {
     key_errors: u64,
     /// The sink of a repartition topic: the task index stamped into every envelope.
     writer: Option<u32>,
+    /// `exactlyOnce` with `transactions: false`.
+    dedup: Option<ReadBackDedup>,
 }
 
 /// The transactional id of a sink task: `<namespace>-<job>-<sink>-<task>`.
@@ -125,7 +172,8 @@ impl KafkaSink {
         };
         let mut config = client_config(&spec.brokers, &spec.properties);
         config.set("enable.idempotence", "true");
-        if spec.exactly_once {
+        let transactional = spec.exactly_once && spec.transactions;
+        if transactional {
             config.set("transactional.id", transactional_id(info, name));
         }
         let errors = DeliveryErrors::default();
@@ -142,7 +190,7 @@ impl KafkaSink {
             errors,
             partitioner: SinkPartitioner::new(partitions, info.task),
             key,
-            transactional: spec.exactly_once,
+            transactional,
             sealed: None,
             in_txn: false,
             held: vec![],
@@ -150,6 +198,21 @@ impl KafkaSink {
             writer: name
                 .ends_with(super::repartition::SINK_SUFFIX)
                 .then_some(info.task),
+            dedup: (spec.exactly_once && !spec.transactions).then(|| {
+                let writer = transactional_id(info, name);
+                ReadBackDedup {
+                    headers: OwnedHeaders::new().insert(Header {
+                        key: WRITER_HEADER,
+                        value: Some(writer.as_bytes()),
+                    }),
+                    writer,
+                    positions: SinkPositions::default(),
+                    filter: None,
+                    read_back_ends: BTreeMap::new(),
+                    properties: spec.properties.clone(),
+                    partitions,
+                }
+            }),
         })
     }
 
@@ -178,6 +241,9 @@ impl KafkaSink {
                 .timestamp(ts);
             if let Some(k) = key {
                 rec = rec.key(k);
+            }
+            if let Some(d) = &self.dedup {
+                rec = rec.headers(d.headers.clone());
             }
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
@@ -243,8 +309,73 @@ fn create_producer(
     config.create_with_context(errors)
 }
 
+impl KafkaSink {
+    /// `transactions: false`: finds this task's records written after the restored checkpoint.
+    fn restore_read_back(
+        &mut self,
+        restored: Option<u64>,
+        position: Option<&serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        let Some(d) = self.dedup.as_mut() else {
+            return Ok(());
+        };
+        let err = |message: String| SinkError::Kafka {
+            sink: self.name.clone(),
+            message,
+        };
+        let start = match (restored, position) {
+            (Some(_), Some(v)) => SinkPositions::from_value(v)
+                .map_err(|e| err(format!("sink '{}': {e}", self.name)))?,
+            (Some(id), None) => {
+                tracing::warn!(sink = %self.name, "checkpoint {id} has no read-back positions for this sink (taken with transactions or by an older version): its output since then may be written twice");
+                return Ok(());
+            }
+            // nothing to read back; positions start with the first delivered records
+            (None, _) => return Ok(()),
+        };
+        let found = readback::read_own_records(
+            &self.endpoint,
+            &d.properties,
+            d.partitions,
+            &start,
+            &d.writer,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        tracing::info!(sink = %self.name, restored = ?restored, "read back {} record(s) this task wrote after the restored checkpoint; they will not be written again", found.records.len());
+        d.positions = start;
+        d.read_back_ends = found.next_offsets;
+        d.filter = Some(ReplayFilter::new(found.records));
+        self.end_filter_if_done();
+        Ok(())
+    }
+
+    /// Drops the replay filter once it is done, logging what it did.
+    fn end_filter_if_done(&mut self) {
+        let Some(d) = self.dedup.as_mut() else {
+            return;
+        };
+        let Some(summary) = d.filter.as_ref().and_then(ReplayFilter::finished) else {
+            return;
+        };
+        d.filter = None;
+        for (&p, &next) in &d.read_back_ends {
+            d.positions.advance(p, next);
+        }
+        if summary.unmatched > 0 {
+            tracing::warn!(sink = %self.name, "{} of {} record(s) read back were not produced again by the replay (the pipeline is not deterministic here); they stay in the topic, and what replaced them was written too", summary.unmatched, summary.read_back);
+        } else {
+            tracing::info!(sink = %self.name, "skipped {} replayed record(s) already in the topic", summary.skipped);
+        }
+    }
+}
+
 impl Sink for KafkaSink {
-    fn on_restore(&mut self, restored: Option<u64>) -> Result<(), SinkError> {
+    fn on_restore(
+        &mut self,
+        restored: Option<u64>,
+        position: Option<&serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        self.restore_read_back(restored, position)?;
         if !self.transactional {
             return Ok(());
         }
@@ -284,6 +415,13 @@ impl Sink for KafkaSink {
             Some(task) => super::repartition::stamp_writer(&record.value.to_json(), task),
             None => record.value.to_json(),
         };
+        if let Some(filter) = self.dedup.as_mut().and_then(|d| d.filter.as_mut()) {
+            let skip = filter.already_written(key.as_deref(), payload.as_bytes());
+            self.end_filter_if_done();
+            if skip {
+                return Ok(());
+            }
+        }
         if self.sealed.is_some() {
             self.held.push(Held {
                 partition,
@@ -307,7 +445,18 @@ impl Sink for KafkaSink {
         if self.transactional {
             self.sealed = Some(id);
         }
+        // while replayed records are still being matched, the positions stay before them
+        if let Some(d) = self.dedup.as_mut().filter(|d| d.filter.is_none()) {
+            for (p, next) in self.errors.next_offsets() {
+                d.positions.advance(p, next);
+            }
+        }
         Ok(())
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        let d = self.dedup.as_ref()?;
+        serde_json::to_value(&d.positions).ok()
     }
 
     fn commit(&mut self, id: u64) -> Result<(), SinkError> {

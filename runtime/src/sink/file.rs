@@ -90,7 +90,11 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn on_restore(&mut self, restored: Option<u64>) -> Result<(), SinkError> {
+    fn on_restore(
+        &mut self,
+        restored: Option<u64>,
+        _position: Option<&serde_json::Value>,
+    ) -> Result<(), SinkError> {
         std::fs::create_dir_all(&self.dir).map_err(self.io("creating", &self.dir))?;
         let r = restored.unwrap_or(0);
         self.commit_up_to(r)?;
@@ -165,7 +169,7 @@ mod tests {
     fn two_phase_commit_and_restore() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = FileSink::new("out", dir.path(), 0, 1);
-        s.on_restore(None).unwrap();
+        s.on_restore(None, None).unwrap();
         s.write(&rec(1)).unwrap();
         s.prepare(1).unwrap();
         s.write(&rec(2)).unwrap();
@@ -177,12 +181,12 @@ mod tests {
         assert!(dir.path().join(".pending-part-0-2.jsonl").exists());
         // crash; restore from checkpoint 2 (completed, but not yet committed)
         let mut s2 = FileSink::new("out", dir.path(), 0, 3);
-        s2.on_restore(Some(2)).unwrap();
+        s2.on_restore(Some(2), None).unwrap();
         assert!(dir.path().join("part-0-2.jsonl").exists());
         assert!(!dir.path().join(".pending-part-0-3.jsonl").exists());
         // restore from 1 only: the newer committed output is moved aside
         let mut s3 = FileSink::new("out", dir.path(), 0, 4);
-        s3.on_restore(Some(1)).unwrap();
+        s3.on_restore(Some(1), None).unwrap();
         assert!(!dir.path().join("part-0-2.jsonl").exists());
         assert!(dir.path().join(".rolled-back-part-0-2.jsonl").exists());
     }

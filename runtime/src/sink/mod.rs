@@ -35,8 +35,13 @@ pub enum SinkError {
 
 /// A task's writer for one sink.
 pub trait Sink: Send {
-    /// Called once at start with the checkpoint the task restored from (if any), before any write.
-    fn on_restore(&mut self, _restored: Option<u64>) -> Result<(), SinkError> {
+    /// Called once at start with the checkpoint the task restored from (if any) and what this
+    /// sink stored in it ([`Sink::position`]), before any write.
+    fn on_restore(
+        &mut self,
+        _restored: Option<u64>,
+        _position: Option<&serde_json::Value>,
+    ) -> Result<(), SinkError> {
         Ok(())
     }
     /// Writes one record.
@@ -48,6 +53,10 @@ pub trait Sink: Send {
     /// Pre-commits everything written so far as part of checkpoint `id` (phase one).
     fn prepare(&mut self, _id: u64) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// What the sink keeps in the checkpoint just prepared (given back to `on_restore`).
+    fn position(&self) -> Option<serde_json::Value> {
+        None
     }
     /// Checkpoint `id` completed: make its output visible (phase two).
     fn commit(&mut self, _id: u64) -> Result<(), SinkError> {

@@ -90,8 +90,12 @@ pub struct Throttled {
 }
 
 impl Sink for Throttled {
-    fn on_restore(&mut self, restored: Option<u64>) -> Result<(), SinkError> {
-        self.inner.on_restore(restored)
+    fn on_restore(
+        &mut self,
+        restored: Option<u64>,
+        position: Option<&serde_json::Value>,
+    ) -> Result<(), SinkError> {
+        self.inner.on_restore(restored, position)
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
@@ -108,6 +112,9 @@ impl Sink for Throttled {
         self.inner.prepare(id)
     }
 
+    fn position(&self) -> Option<serde_json::Value> {
+        self.inner.position()
+    }
     fn commit(&mut self, id: u64) -> Result<(), SinkError> {
         self.inner.commit(id)
     }
