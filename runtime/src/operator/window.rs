@@ -48,6 +48,39 @@ fn ms(d: weir_crds::Dur) -> i64 {
 
 const SEP: char = '\u{1}';
 
+/// The timers of window `b`: when it fires, and when its allowed lateness ends.
+fn register_window_timers(ctx: &mut Context<'_>, lateness: i64, b: WindowBounds, key: &str) {
+    ctx.register_timer(TimeDomain::EventTime, b.max_timestamp(), key);
+    if lateness > 0 {
+        ctx.register_timer(
+            TimeDomain::EventTime,
+            b.max_timestamp().saturating_add(lateness),
+            key,
+        );
+    }
+}
+
+/// Appends `n` in decimal (what `format!("{n}")` writes).
+fn push_decimal(out: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut u = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    if let Ok(text) = std::str::from_utf8(&digits[i..]) {
+        out.push_str(text);
+    }
+}
+
 impl Window {
     /// Compiles key and aggregate expressions; `field` is `spec.pipeline.operators[i].window`.
     pub fn new(field: &str, name: &str, spec: &WindowSpec) -> Result<Self, Vec<SpecError>> {
@@ -134,14 +167,7 @@ impl Window {
     }
 
     fn register(&self, ctx: &mut Context<'_>, b: WindowBounds, timer_key: &str) {
-        ctx.register_timer(TimeDomain::EventTime, b.max_timestamp(), timer_key);
-        if self.lateness > 0 {
-            ctx.register_timer(
-                TimeDomain::EventTime,
-                b.max_timestamp().saturating_add(self.lateness),
-                timer_key,
-            );
-        }
+        register_window_timers(ctx, self.lateness, b, timer_key);
     }
 
     fn delete_timers(&self, ctx: &mut Context<'_>, b: WindowBounds, timer_key: &str) {
@@ -204,26 +230,30 @@ impl Window {
         }
         let key_str = key.key_string();
         let err = state_err(&self.name);
+        let mut skey = String::with_capacity(key_str.len() + 42);
         for b in live {
-            let skey = format!("{key_str}{SEP}{}{SEP}{}", b.start, b.end);
+            // `{key}\u{1}{start}\u{1}{end}`
+            skey.clear();
+            skey.push_str(&key_str);
+            skey.push(SEP);
+            push_decimal(&mut skey, b.start);
+            skey.push(SEP);
+            push_decimal(&mut skey, b.end);
+            let aggs = &self.aggs;
+            let fresh = || WinState {
+                start: b.start,
+                end: b.end,
+                key: key.clone(),
+                accs: aggs.iter().map(|(_, op, _)| Acc::new(*op)).collect(),
+                fired: false,
+            };
             let Some(states) = self.fixed.as_mut() else {
                 return Ok(());
             };
-            let existed = states.get(&skey).map_err(&err)?.is_some();
-            if !existed {
-                let fresh = self.new_state(b, &key);
-                self.register(ctx, b, &skey);
-                let Some(states) = self.fixed.as_mut() else {
-                    return Ok(());
-                };
-                states.put(&skey, fresh).map_err(&err)?;
+            let (st, made) = states.get_or_insert_with(&skey, fresh).map_err(&err)?;
+            if made {
+                register_window_timers(ctx, self.lateness, b, &skey);
             }
-            let Some(states) = self.fixed.as_mut() else {
-                return Ok(());
-            };
-            let Some(st) = states.get_mut(&skey).map_err(&err)? else {
-                continue;
-            };
             // types were checked before, so this cannot fail half-way
             let _ = Self::add_all(&mut st.accs, record.ts, &vals);
             if ctx.watermark >= b.max_timestamp() {
@@ -402,6 +432,24 @@ impl Operator for Window {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn push_decimal_writes_what_format_writes() {
+        for n in [
+            0,
+            7,
+            -7,
+            10,
+            1_700_000_000_000,
+            -1_700_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut s = String::from("k");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("k{n}"));
+        }
+    }
+
     use super::*;
     use crate::state::{operator_cf, StateStore};
     use crate::time::TimerService;

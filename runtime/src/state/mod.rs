@@ -299,6 +299,9 @@ impl StateHandle {
 struct Slot<V> {
     value: Option<V>,
     dirty: bool,
+    /// Whether RocksDB may hold the key (false once a read found nothing there and no flush
+    /// wrote it since): removing such a key writes no tombstone.
+    stored: bool,
 }
 
 /// A keyed map of serde values in one column family, behind a write-back cache.
@@ -331,6 +334,16 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
         k
     }
 
+    /// The value of `key` in RocksDB.
+    fn read(&self, key: &str) -> Result<Option<V>, StateError> {
+        match self.handle.get_raw(&self.db_key(key))? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| self.handle.access_err("decode", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     fn load(&mut self, key: &str) -> Result<(), StateError> {
         if self.cache.contains_key(key) {
             return Ok(());
@@ -339,20 +352,45 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             self.flush()?;
             self.cache.clear();
         }
-        let value = match self.handle.get_raw(&self.db_key(key))? {
-            Some(bytes) => Some(
-                serde_json::from_slice(&bytes).map_err(|e| self.handle.access_err("decode", e))?,
-            ),
-            None => None,
-        };
+        let value = self.read(key)?;
         self.cache.insert(
             key.to_string(),
             Slot {
+                stored: value.is_some(),
                 value,
                 dirty: false,
             },
         );
         Ok(())
+    }
+
+    /// The value of `key` (marked dirty), set to `make()` first when there is none; the flag
+    /// says whether it was made. One cache lookup when the key is cached.
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &str,
+        make: impl FnOnce() -> V,
+    ) -> Result<(&mut V, bool), StateError> {
+        let slot = if self.cache.contains_key(key) {
+            let handle = &self.handle;
+            self.cache
+                .get_mut(key)
+                .ok_or_else(|| handle.access_err("read", "key vanished from the cache"))?
+        } else {
+            if self.cache.len() >= self.capacity {
+                self.flush()?;
+                self.cache.clear();
+            }
+            let value = self.read(key)?;
+            self.cache.entry(key.to_string()).or_insert(Slot {
+                stored: value.is_some(),
+                value,
+                dirty: false,
+            })
+        };
+        slot.dirty = true;
+        let made = slot.value.is_none();
+        Ok((slot.value.get_or_insert_with(make), made))
     }
 
     /// The value of `key`, if any.
@@ -376,11 +414,13 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             self.flush()?;
             self.cache.clear();
         }
+        let stored = self.cache.get(key).is_none_or(|s| s.stored);
         self.cache.insert(
             key.to_string(),
             Slot {
                 value: Some(value),
                 dirty: true,
+                stored,
             },
         );
         Ok(())
@@ -392,11 +432,13 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             self.flush()?;
             self.cache.clear();
         }
+        let stored = self.cache.get(key).is_none_or(|s| s.stored);
         self.cache.insert(
             key.to_string(),
             Slot {
                 value: None,
                 dirty: true,
+                stored,
             },
         );
         Ok(())
@@ -415,6 +457,11 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
     pub fn flush(&mut self) -> Result<(), StateError> {
         let mut ops = Vec::new();
         for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
+            slot.dirty = false;
+            if slot.value.is_none() && !slot.stored {
+                continue; // never reached RocksDB: nothing to delete
+            }
+            slot.stored = slot.value.is_some();
             let mut key = self.prefix.clone();
             key.extend_from_slice(k.as_bytes());
             let value = match &slot.value {
@@ -424,12 +471,11 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
                 None => None,
             };
             ops.push((key, value));
-            slot.dirty = false;
         }
+        self.cache.retain(|_, s| s.value.is_some());
         if ops.is_empty() {
             return Ok(());
         }
-        self.cache.retain(|_, s| s.value.is_some());
         self.handle.write_batch(ops)
     }
 }
@@ -477,5 +523,32 @@ mod tests {
         assert_eq!(fresh.get("k8").unwrap(), None);
         assert_eq!(fresh.get("k9").unwrap(), Some(&9));
         assert_eq!(fresh.get("never-stored").unwrap(), None);
+    }
+
+    #[test]
+    fn a_key_made_and_removed_between_flushes_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let h = store.handle(&cf);
+        let mut s: KeyedState<u64> = KeyedState::new(h.clone(), "n", 16);
+        let (v, made) = s.get_or_insert_with("a", || 1).unwrap();
+        assert!(made);
+        *v += 1;
+        assert_eq!(s.get_or_insert_with("a", || 7).unwrap(), (&mut 2, false));
+        assert_eq!(s.remove("a").unwrap(), Some(2));
+        s.put("b", 5).unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            h.scan_prefix(b"n\0").unwrap().len(),
+            1,
+            "only b, no tombstone for a"
+        );
+        // a stored key removed later is deleted
+        assert_eq!(s.remove("b").unwrap(), Some(5));
+        s.flush().unwrap();
+        assert_eq!(h.scan_prefix(b"n\0").unwrap().len(), 0);
+        let mut fresh: KeyedState<u64> = KeyedState::new(h, "n", 16);
+        assert_eq!(fresh.get("b").unwrap(), None);
     }
 }

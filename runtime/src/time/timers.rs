@@ -31,7 +31,15 @@ const PREFIX: &[u8] = b"\x01timers\x00";
 pub struct TimerService {
     event: BTreeSet<(i64, String)>,
     processing: BTreeSet<(i64, String)>,
-    changes: HashMap<(TimeDomain, i64, String), bool>,
+    changes: HashMap<(TimeDomain, i64, String), Change>,
+}
+
+/// A timer changed since the last flush: whether the flushed state has it, and whether it
+/// is registered now (a timer registered and fired between two flushes writes nothing).
+#[derive(Clone, Copy)]
+struct Change {
+    persisted: bool,
+    present: bool,
 }
 
 impl TimerService {
@@ -42,8 +50,19 @@ impl TimerService {
             TimeDomain::ProcessingTime => &mut self.processing,
         };
         if set.insert((time, key.to_string())) {
-            self.changes.insert((domain, time, key.to_string()), true);
+            self.record(domain, time, key.to_string(), true);
         }
+    }
+
+    /// Notes that a timer was added or removed (the set changed).
+    fn record(&mut self, domain: TimeDomain, time: i64, key: String, present: bool) {
+        self.changes
+            .entry((domain, time, key))
+            .and_modify(|c| c.present = present)
+            .or_insert(Change {
+                persisted: !present,
+                present,
+            });
     }
 
     /// Deletes a timer if present.
@@ -54,7 +73,7 @@ impl TimerService {
         };
         let k = (time, key.to_string());
         if set.remove(&k) {
-            self.changes.insert((domain, time, k.1), false);
+            self.record(domain, time, k.1, false);
         }
     }
 
@@ -69,7 +88,7 @@ impl TimerService {
             return None;
         }
         let (time, key) = set.pop_first()?;
-        self.changes.insert((domain, time, key.clone()), false);
+        self.record(domain, time, key.clone(), false);
         Some(Timer { domain, time, key })
     }
 
@@ -103,8 +122,12 @@ impl TimerService {
         let ops: Vec<_> = self
             .changes
             .drain()
-            .map(|((d, t, k), present)| (Self::encode(d, t, &k), present.then(Vec::new)))
+            .filter(|(_, c)| c.present != c.persisted)
+            .map(|((d, t, k), c)| (Self::encode(d, t, &k), c.present.then(Vec::new)))
             .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
         state.write_batch(ops)
     }
 
@@ -151,5 +174,30 @@ mod tests {
         assert_eq!(loaded.pop_due(TimeDomain::EventTime, 25).unwrap().key, "a");
         assert_eq!(loaded.pop_due(TimeDomain::EventTime, 25).unwrap().time, 20);
         assert_eq!(loaded.pop_due(TimeDomain::EventTime, 25), None);
+    }
+
+    #[test]
+    fn only_changes_against_the_flushed_timers_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("x");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let h = store.handle(&cf);
+        let stored = |h: &StateHandle| h.scan_prefix(PREFIX).unwrap().len();
+        let mut t = TimerService::default();
+        t.register(TimeDomain::EventTime, 10, "fired-before-flush");
+        t.register(TimeDomain::EventTime, 20, "kept");
+        assert_eq!(t.pop_due(TimeDomain::EventTime, 15).unwrap().time, 10);
+        t.flush(&h).unwrap();
+        assert_eq!(stored(&h), 1);
+        // removed and registered again between flushes: still stored, nothing to write
+        t.delete(TimeDomain::EventTime, 20, "kept");
+        t.register(TimeDomain::EventTime, 20, "kept");
+        assert!(t.changes.values().all(|c| c.present == c.persisted));
+        t.flush(&h).unwrap();
+        assert_eq!(stored(&h), 1);
+        assert_eq!(t.pop_due(TimeDomain::EventTime, 25).unwrap().key, "kept");
+        t.flush(&h).unwrap();
+        assert_eq!(stored(&h), 0);
+        assert!(TimerService::load(&h).unwrap().is_empty());
     }
 }
