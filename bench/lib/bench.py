@@ -119,11 +119,25 @@ def splice_totals(rows):
     return sorted((k, *v[:6], tuple(sorted(v[6]))) for k, v in per.items())
 
 
+def stable_hash(x):
+    """A hash of a canonical item that is the same in every process (Python's own `hash` of a
+    string is salted per process), so digests can be stored and compared across runs."""
+    return int.from_bytes(hashlib.blake2b(repr(x).encode(), digest_size=8).digest(), "little")
+
+
 def multiset(fn):
     """A row-by-row canonical form, kept as a multiset of hashes (outputs can be millions of rows)."""
     def canon(rows):
-        return collections.Counter(hash(fn(r)) for r in rows)
+        return collections.Counter(stable_hash(fn(r)) for r in rows)
     return canon
+
+
+def digest(counter):
+    """One sha256 for a canonical multiset: equal digests mean equal results."""
+    h = hashlib.sha256()
+    for k, n in sorted(counter.items()):
+        h.update(f"{k}:{n};".encode())
+    return h.hexdigest()
 
 
 BENCHMARKS = {
@@ -434,9 +448,51 @@ def run_flink(name, spec, input_path, work):
         p99s = [float(x) for x in LATENCY_LINE.findall(text[last_report:])] or p99s
     m = CPU_LINE.search(text)
     startup_cpu = float(m.group(1)) if m else None
-    return {"rc": rc, "wall_s": wall, "cpu_s": cpu, "peak_rss_kib": rss, "checkpoints": ckpts,
-            "startup_cpu_s": startup_cpu, "latency_p99_s": max(p99s) / 1000 if p99s else None,
-            "files": output_files(out, "part-*") if rc == 0 else None, "log": log_path}
+    result = {"rc": rc, "wall_s": wall, "cpu_s": cpu, "peak_rss_kib": rss, "checkpoints": ckpts,
+              "startup_cpu_s": startup_cpu, "latency_p99_s": max(p99s) / 1000 if p99s else None,
+              "files": output_files(out, "part-*") if rc == 0 else None, "log": log_path}
+    # kept next to the output so that later Weir-only runs can be compared with it (--merge)
+    with open(os.path.join(d, FLINK_RUN_RECORD), "w") as f:
+        json.dump(dict(result, input=input_path, events=count_lines(input_path),
+                       finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())), f, indent=1)
+    return result
+
+
+FLINK_RUN_RECORD = "run.json"
+
+
+def stored_flink_run(name, input_path, work):
+    """The last Flink run of `name` over the same input in the work directory, if it finished."""
+    path = os.path.join(work, "runs", name, "flink", FLINK_RUN_RECORD)
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if run.get("rc") != 0 or run.get("input") != input_path or not run.get("files"):
+        return None
+    if run.get("events") != count_lines(input_path) or not all(os.path.exists(p) for p in run["files"]):
+        return None
+    return run
+
+
+def canonical_counter(fn, files):
+    canon = fn(read_rows(files))
+    if isinstance(canon, collections.Counter):
+        return canon
+    return collections.Counter(stable_hash(x) for x in canon)
+
+
+def compare_with_digest(spec, weir, flink_compare, source):
+    """The fresh Weir output against Flink's stored digest (a `--merge` run without Flink)."""
+    *_, weir_fn, _flink_fn, _what = spec
+    if weir["files"] is None:
+        return {"same": None, "note": "a run failed"}
+    ca = canonical_counter(weir_fn, weir["files"])
+    wd = digest(ca)
+    return {"same": wd == flink_compare["flink_digest"], "weir_items": sum(ca.values()),
+            "flink_items": flink_compare["flink_items"], "weir_digest": wd,
+            "flink_digest": flink_compare["flink_digest"], "against": source}
 
 
 def compare(spec, weir, flink):
@@ -444,17 +500,12 @@ def compare(spec, weir, flink):
     if weir["files"] is None or flink["files"] is None:
         return {"same": None, "note": "a run failed"}
 
-    def counter(canon):
-        if isinstance(canon, collections.Counter):
-            return canon
-        return collections.Counter(hash(x) if isinstance(x, tuple) else hash(repr(x)) for x in canon)
-
-    ca = counter(weir_fn(read_rows(weir["files"])))
-    cb = counter((flink_fn or weir_fn)(read_rows(flink["files"])))
+    ca = canonical_counter(weir_fn, weir["files"])
+    cb = canonical_counter(flink_fn or weir_fn, flink["files"])
     only_w, only_f = ca - cb, cb - ca
     res = {"same": not only_w and not only_f, "weir_items": sum(ca.values()),
            "flink_items": sum(cb.values()), "only_weir": sum(only_w.values()),
-           "only_flink": sum(only_f.values())}
+           "only_flink": sum(only_f.values()), "weir_digest": digest(ca), "flink_digest": digest(cb)}
     if only_w or only_f:
         res["examples_only_weir"] = [k for k, _ in list(only_w.items())[:3]]
         res["examples_only_flink"] = [k for k, _ in list(only_f.items())[:3]]
@@ -543,6 +594,13 @@ def write_results(results, meta, out_dir):
     for note in ("latency_note", "notes"):
         if meta.get(note):
             lines += ["", meta[note]]
+    merged = [r for r in results if r.get("merged_at")]
+    if merged:
+        lines += ["", "Rows re-measured after the run above and merged into this table (figures of "
+                  "engines not re-run are kept; the ratio is recomputed; \"same result?\" compares the "
+                  "fresh output with Flink's, directly or through the stored digest of Flink's result):", ""]
+        for r in merged:
+            lines.append(f"- {r['name']}: " + "; ".join(r["merged_at"]))
     lines += ["", "What was compared for \"same result?\":", ""]
     for r in results:
         if not r.get("not_expressible"):
@@ -601,12 +659,18 @@ def main():
                                           capture_output=True, text=True).stdout.strip(),
             "inputs": "; ".join(f"{k}: {counts[k]:,} events ({INPUT_KINDS[k][2]})"
                                 for k in sorted({BENCHMARKS[n][0] for n in names}))}
+    old = None
+    if args.merge and os.path.exists(os.path.join(args.results, "results.json")):
+        with open(os.path.join(args.results, "results.json")) as f:
+            old = json.load(f)
+    old_rows = {r["name"]: r for r in old["results"]} if old else {}
     results = []
     for name in names:
         spec = BENCHMARKS[name]
         input_path = prepare_input(args.work, spec[0], counts[spec[0]])
         events = count_lines(input_path)
-        row = {"name": name, "events": events, "input": input_path, "load_at_start": load_average()}
+        row = {"name": name, "events": events, "input": input_path, "load_at_start": load_average(),
+               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         if spec[1] is None:
             row["not_expressible"] = NOT_EXPRESSIBLE[name]
         if "weir" in engines and spec[1] is not None:
@@ -634,15 +698,28 @@ def main():
         if row.get("weir") and row.get("flink"):
             row["compare"] = compare(spec, row["weir"], row["flink"])
             log(f"{name}: same result: {row['compare']}")
+        elif row.get("weir") and spec[1] is not None:
+            # Weir only: compare with Flink's output of an earlier run in the work directory,
+            # else with the digest of Flink's result stored in results.json
+            stored = stored_flink_run(name, input_path, args.work)
+            old_compare = (old_rows.get(name) or {}).get("compare") or {}
+            if stored:
+                row["compare"] = compare(spec, row["weir"], stored)
+                row["compare"]["against"] = f"Flink's output of {stored['finished']} in {args.work}"
+            elif old_compare.get("flink_digest"):
+                row["compare"] = compare_with_digest(
+                    spec, row["weir"], old_compare,
+                    "the digest of Flink's result stored in results.json")
+            else:
+                row["compare"] = {"same": None, "note": "not compared: no Flink output or digest to compare with"}
+            log(f"{name}: same result: {row['compare']}")
         row["load_at_end"] = load_average()
         for e in ("weir", "weir_gen", "flink"):
             if row.get(e):
                 files = row[e].pop("files")
                 row[e]["output_rows"] = None if files is None else sum(1 for _ in read_rows(files))
         results.append(row)
-    if args.merge and os.path.exists(os.path.join(args.results, "results.json")):
-        with open(os.path.join(args.results, "results.json")) as f:
-            old = json.load(f)
+    if old:
         fresh = {r["name"]: r for r in results}
         merged = []
         for r in old["results"]:
@@ -652,15 +729,27 @@ def main():
                     sys.exit(f"--merge: {r['name']} has {r['events']} events in results.json, "
                              f"{new_row['events']} now")
                 for k, v in new_row.items():
-                    if k in ("weir", "weir_gen", "flink", "weir_gen_same_as_file"):
+                    if k in ("weir", "weir_gen", "flink", "weir_gen_same_as_file", "compare"):
                         r[k] = v
-                r.setdefault("merged_at", []).append(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                engines_run = [e for e in ("weir", "weir_gen", "flink") if e in new_row]
+                r.setdefault("merged_at", []).append(
+                    f"{new_row['started']} ({', '.join(engines_run)}; "
+                    f"load {new_row['load_at_start']} at start, {new_row['load_at_end']} at end; "
+                    f"weir-runtime {meta['weir_binary']}, repository {meta['repo_commit']})")
             merged.append(r)
         merged.extend(fresh.values())
         results = merged
-        meta["merged_into"] = old["meta"]
-        for k in ("started", "load_before", "inputs"):
-            meta[k] = old["meta"][k]
+        # the header keeps describing the run the table started from; merges are listed
+        merges = old["meta"].get("merges", []) + [{
+            k: meta[k] for k in ("started", "load_before", "weir_binary", "repo_commit")}]
+        merges[-1].update(only=names, engines=sorted(engines),
+                          finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                          load_after=load_average())
+        meta = dict(old["meta"], merges=merges)
+        write_results(results, meta, args.results)
+        log(f"wrote {args.results}/results.md and results.json (merged)")
+        print(open(os.path.join(args.results, "results.md")).read())
+        return
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     meta["load_after"] = load_average()
     write_results(results, meta, args.results)
