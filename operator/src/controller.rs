@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::restore;
 use crate::restore_flow;
 use crate::status::{self, Deployed, Observed};
+use crate::status_memory::StatusMemory;
 use crate::validate::{checked_job, SpecInvalid};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -52,6 +53,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// The children applied per job, to skip applies that would change nothing.
     pub applied: AppliedChildren,
+    /// The status last written per job, to skip a patch the cache does not show yet.
+    pub statuses: StatusMemory,
 }
 
 /// A failed reconcile.
@@ -282,7 +285,12 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     let regarding = obj.object_ref(&ctx.resource);
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
-            Finalizer::Apply(obj) => apply_job(&obj, &ctx).await,
+            Finalizer::Apply(obj) => {
+                // The cache may not show this controller's last status patch yet.
+                let key = format!("{}/{}", ns, obj.name_any());
+                let obj = ctx.statuses.freshest(&key, &obj).map_or(obj, Arc::new);
+                apply_job(&obj, &ctx).await
+            }
             Finalizer::Cleanup(obj) => cleanup_job(&obj, &ctx).await,
         }
     })
@@ -332,7 +340,14 @@ async fn patch_status(
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
-            Ok(_) => return Ok(Patched::Written),
+            Ok(stored) => {
+                ctx.statuses.record(
+                    &format!("{namespace}/{name}"),
+                    obj.resource_version(),
+                    &stored,
+                );
+                return Ok(Patched::Written);
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 // Someone else (the health loop) wrote the status since this reconcile read
                 // it: re-apply this reconcile's changes onto theirs rather than drop them
@@ -754,6 +769,7 @@ async fn cleanup_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error
     let name = obj.name_any();
     let namespace = obj.namespace().unwrap_or_default();
     ctx.applied.forget(&namespace, &name);
+    ctx.statuses.forget(&format!("{namespace}/{name}"));
     apply::delete_children(&ctx.client, &namespace, &name).await?;
     let start = std::time::Instant::now();
     loop {

@@ -29,6 +29,7 @@ pub mod restore;
 pub mod restore_flow;
 pub mod run;
 pub mod status;
+pub mod status_memory;
 pub mod subscription_controller;
 pub mod validate;
 

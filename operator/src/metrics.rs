@@ -165,7 +165,8 @@ impl Metrics {
     /// Counts a trigger: `job_new`, `job_spec`, `job_metadata`, `job_status_only`,
     /// `job_unchanged` (StreamJob watch events by what changed), `configmap`, `service`,
     /// `statefulset`, `pod` (watch events of children and pods), `requeue_poll`,
-    /// `requeue_conflict`, `requeue_error` (requeues the controller asked for).
+    /// `requeue_conflict`, `requeue_error` (requeues asked for when a reconcile ends; one
+    /// that a watch event overtakes does not run on its own).
     pub fn count_trigger(&self, trigger: &str) {
         self.triggers
             .get_or_create(&TriggerLabels {

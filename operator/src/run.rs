@@ -134,6 +134,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         resource: controller::stream_job_resource(),
         http: reqwest::Client::new(),
         applied: Default::default(),
+        statuses: Default::default(),
     });
     crate::health_loop::spawn(
         client.clone(),
