@@ -9,6 +9,9 @@ use crate::eval::{Frame, Node};
 use crate::value::{Map, Value};
 use std::sync::Arc;
 
+/// At most this many entries of a projected literal are computed (the rest are moved).
+const MAX_COMPUTED: usize = 8;
+
 /// How each entry of a map literal over variable 0 is produced.
 #[derive(Debug)]
 pub(crate) struct Projection {
@@ -19,7 +22,8 @@ pub(crate) struct Projection {
 
 impl Projection {
     /// The projection of a compiled expression, if it is a constant-key map literal with at
-    /// least one plain selection of a field of variable 0 and no comprehension slots.
+    /// least one plain selection of a field of variable 0, at most [`MAX_COMPUTED`] other
+    /// entries and no comprehension slots.
     pub(crate) fn plan(root: &Node, slots: usize) -> Option<Projection> {
         let Node::Record(fields) = root else {
             return None;
@@ -38,10 +42,8 @@ impl Projection {
             };
             sources.push(source);
         }
-        sources
-            .iter()
-            .any(Option::is_some)
-            .then_some(Projection { sources })
+        let computed = sources.iter().filter(|s| s.is_none()).count();
+        (computed < sources.len() && computed <= MAX_COMPUTED).then_some(Projection { sources })
     }
 
     /// The literal's value with `arg` as variable 0, moving the selected fields out of `arg`
@@ -59,7 +61,9 @@ impl Projection {
         if self.sources.iter().flatten().any(|f| map.get(f).is_none()) {
             return None;
         }
-        let mut computed = Vec::new();
+        // the computed entries' values, on the stack (no allocation per record)
+        let mut computed: [Value; MAX_COMPUTED] = Default::default();
+        let mut count = 0;
         {
             let args = [&*arg];
             let mut frame = Frame {
@@ -68,7 +72,8 @@ impl Projection {
             };
             for ((_, node), source) in fields.iter().zip(&self.sources) {
                 if source.is_none() {
-                    computed.push(node.eval(&mut frame).ok()?.into_owned());
+                    *computed.get_mut(count)? = node.eval(&mut frame).ok()?.into_owned();
+                    count += 1;
                 }
             }
         }
@@ -76,7 +81,7 @@ impl Projection {
             return None;
         };
         let map = Arc::get_mut(map)?;
-        let mut computed = computed.into_iter();
+        let mut computed = computed.iter_mut().map(std::mem::take);
         let mut entries = Vec::with_capacity(fields.len());
         for ((key, _), source) in fields.iter().zip(&self.sources) {
             match source {

@@ -12,7 +12,10 @@
 use super::{Sink, SinkError};
 use crate::record::Record;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
+
+/// Encoded output is written to the file in pieces of about this size.
+const PENDING_BYTES: usize = 1 << 16;
 use std::path::{Path, PathBuf};
 
 /// A task's file sink.
@@ -21,9 +24,9 @@ pub struct FileSink {
     dir: PathBuf,
     task: u32,
     epoch: u64,
-    writer: Option<BufWriter<File>>,
-    /// The line being encoded (reused for every record).
-    line: Vec<u8>,
+    file: Option<File>,
+    /// Encoded lines not yet written to `file` (records are encoded straight into it).
+    pending: Vec<u8>,
 }
 
 /// Parses `<prefix><task>-<epoch>.jsonl` into the epoch if `task` matches.
@@ -42,8 +45,8 @@ impl FileSink {
             dir: dir.to_path_buf(),
             task,
             epoch: next_epoch,
-            writer: None,
-            line: Vec::with_capacity(1024),
+            file: None,
+            pending: Vec::with_capacity(PENDING_BYTES + 4096),
         }
     }
 
@@ -73,6 +76,18 @@ impl FileSink {
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect())
+    }
+
+    /// Writes the encoded lines to the open pending file.
+    fn write_pending(&mut self) -> Result<(), SinkError> {
+        if let Some(f) = self.file.as_mut() {
+            if let Err(e) = f.write_all(&self.pending) {
+                let path = self.pending_path(self.epoch);
+                return Err(self.io("writing", &path)(e));
+            }
+        }
+        self.pending.clear();
+        Ok(())
     }
 
     fn commit_up_to(&mut self, id: u64) -> Result<(), SinkError> {
@@ -112,35 +127,27 @@ impl Sink for FileSink {
     }
 
     fn write(&mut self, record: &Record) -> Result<(), SinkError> {
-        if self.writer.is_none() {
+        if self.file.is_none() {
             let path = self.pending_path(self.epoch);
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .map_err(self.io("opening", &path))?;
-            self.writer = Some(BufWriter::with_capacity(1 << 16, f));
+            self.file = Some(f);
         }
-        self.line.clear();
-        record.value.write_json(&mut self.line);
-        self.line.push(b'\n');
-        if let Some(w) = self.writer.as_mut() {
-            if let Err(e) = w.write_all(&self.line) {
-                let path = self.pending_path(self.epoch);
-                return Err(self.io("writing", &path)(e));
-            }
+        record.value.write_json(&mut self.pending);
+        self.pending.push(b'\n');
+        if self.pending.len() >= PENDING_BYTES {
+            self.write_pending()?;
         }
         Ok(())
     }
 
     fn prepare(&mut self, id: u64) -> Result<(), SinkError> {
         let path = self.pending_path(self.epoch);
-        if let Some(mut w) = self.writer.take() {
-            w.flush().map_err(self.io("flushing", &path))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .map_err(self.io("flushing", &path))?;
+        self.write_pending()?;
+        if let Some(f) = self.file.take() {
             f.sync_all().map_err(self.io("syncing", &path))?;
             if self.epoch != id {
                 let target = self.pending_path(id);
