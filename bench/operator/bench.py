@@ -13,6 +13,7 @@ A benchmark, not a test: prints numbers, never fails on speed. Run: bash bench/o
 """
 
 import argparse
+import atexit
 import base64
 import json
 import os
@@ -146,6 +147,7 @@ class ApiServer:
         ca = tempfile.NamedTemporaryFile(delete=False, suffix=".crt")
         ca.write(base64.b64decode(cluster["certificate-authority-data"]))
         ca.close()
+        atexit.register(os.unlink, ca.name)
         self.ctx = ssl.create_default_context(cafile=ca.name)
 
     def list(self, path, metadata_only):
