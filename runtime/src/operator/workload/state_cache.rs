@@ -4,7 +4,7 @@
 //! - Entries are compact: the key and the value's binary encoding ([`codec`]) in one
 //!   allocation, in a hash table of 24-byte slots (pointer, length, hash, flags); the cache is bounded in bytes (keys, values
 //!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
-//! - A key created in the cache starts decoded in a small hot table (up to 65,536 keys), so
+//! - A key created in the cache starts decoded in a hot table (up to 262,144 keys), so
 //!   short-lived keys (a pattern's partial match) are never encoded until a checkpoint; when
 //!   it fills, keys move to the compact table, encoded.
 //! - A hit in the compact table decodes the value and encodes it back in place: no key
@@ -196,9 +196,12 @@ struct HotEntry<V> {
 }
 
 /// Keys kept decoded: at most this many ...
-const HOT_ENTRIES_MAX: usize = 65_536;
+const HOT_ENTRIES_MAX: usize = 262_144;
 /// ... and one per this many bytes of the cache's capacity.
-const HOT_BYTES_PER_ENTRY: usize = 1_024;
+const HOT_BYTES_PER_ENTRY: usize = 512;
+/// The hot table forgets removed keys RocksDB never held once there are more than this many
+/// and they are at least half of it (so it does not fill with them between checkpoints).
+const HOT_DROPPED_SWEEP: usize = 4_096;
 
 /// One workload operator's keyed state: RocksDB behind a write-back cache of encoded values
 /// ([`codec`]), bounded in bytes, with newly created keys kept decoded in a small hot table.
@@ -212,6 +215,8 @@ pub struct WorkloadState<V> {
     /// Keys created in the cache, decoded (short-lived keys live and die here).
     hot: HashTable<HotEntry<V>>,
     hot_capacity: usize,
+    /// Entries of `hot` without a value that RocksDB does not hold (removed, nothing to write).
+    hot_dropped: usize,
     /// Keys with encoded values: demoted from `hot` or read from RocksDB.
     table: HashTable<Entry>,
     capacity_bytes: usize,
@@ -234,7 +239,7 @@ fn encode<V: Serialize>(key: &[u8], value: &V, out: &mut Vec<u8>) -> Result<(), 
 impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
     /// The state named `name` (a key prefix) in `handle`'s column family, caching up to
     /// `capacity_bytes` of keys and encoded values (entry overhead included) plus up to one
-    /// decoded new key per KiB of that (at most 65,536).
+    /// decoded new key per 512 bytes of that (at most 262,144).
     pub fn new(handle: StateHandle, name: &str, capacity_bytes: usize) -> Self {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
@@ -246,6 +251,7 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             scratch: Vec::new(),
             hot: HashTable::new(),
             hot_capacity: (capacity_bytes / HOT_BYTES_PER_ENTRY).clamp(4, HOT_ENTRIES_MAX),
+            hot_dropped: 0,
             table: HashTable::new(),
             capacity_bytes,
             used_bytes: 0,
@@ -328,6 +334,7 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
         }
         self.used_bytes -= freed;
         // removed hot keys are gone from RocksDB now (or never reached it)
+        self.hot_dropped = 0;
         hot.retain(|e| {
             if e.flags & DIRTY != 0 {
                 e.flags = STORED;
@@ -357,6 +364,7 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
     /// Makes room in the hot table: forgets keys removed before they reached RocksDB, then
     /// moves keys to the compact table (encoded) until it is half full.
     fn demote(&mut self) -> Result<(), StateBackendError> {
+        self.hot_dropped = 0;
         let mut moving: Vec<HotEntry<V>> = self
             .hot
             .extract_if(|e| e.value.is_none())
@@ -444,6 +452,9 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             let v = e.value.take();
             if v.is_some() {
                 e.flags |= DIRTY;
+                if e.flags & STORED == 0 {
+                    self.hot_dropped += 1;
+                }
             }
             return Ok(v);
         }
@@ -474,12 +485,19 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             .hot
             .find_mut(spread(hash), |e| e.hash == hash && *e.key == *k)
         {
+            if e.value.is_none() && e.flags & STORED == 0 {
+                self.hot_dropped = self.hot_dropped.saturating_sub(1);
+            }
             e.value = Some(value);
             e.flags |= DIRTY;
             return Ok(());
         }
         if self.hot.len() >= self.hot_capacity {
             self.demote()?;
+        } else if self.hot_dropped > HOT_DROPPED_SWEEP && self.hot_dropped * 2 > self.hot.len() {
+            self.hot
+                .retain(|e| e.value.is_some() || e.flags & STORED != 0);
+            self.hot_dropped = 0;
         }
         let entry = HotEntry {
             key: k.into(),
@@ -596,6 +614,37 @@ mod tests {
             WorkloadState::new(store.handle(&cf), "workload", capacity);
         assert_eq!(fresh.take("gone").unwrap(), None);
         assert_eq!(fresh.take("k0").unwrap(), Some(0));
+    }
+
+    #[test]
+    fn removed_keys_rocksdb_never_held_do_not_fill_the_hot_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let mut s: WorkloadState<u64> =
+            WorkloadState::new(store.handle(&cf), "workload", 128 << 20);
+        s.put("stored", 1).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.take("stored").unwrap(), Some(1));
+        for i in 0..100_000u64 {
+            let k = format!("k{i}");
+            s.put(&k, i).unwrap();
+            assert_eq!(s.take(&k).unwrap(), Some(i));
+        }
+        assert!(s.cached() < 10_000, "{} keys cached", s.cached());
+        s.flush().unwrap();
+        let mut fresh: WorkloadState<u64> =
+            WorkloadState::new(store.handle(&cf), "workload", 128 << 20);
+        assert_eq!(
+            fresh.take("stored").unwrap(),
+            None,
+            "its removal was still written"
+        );
+        assert!(store
+            .handle(&cf)
+            .scan_prefix(b"workload\0")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
