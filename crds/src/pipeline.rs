@@ -3,7 +3,7 @@
 //! Every source, operator and sink sets exactly one of its kind fields (e.g. an operator sets
 //! one of `filter`, `map`, `window`, ...). Inputs name a source or operator; an operator's
 //! side output is named `<operator>.<output>` (for example `clicks.late`, `enrich.expired`,
-//! `parse.deadLetter`).
+//! `parse.deadLetter`), and a source's malformed records are `<source>.deadLetter`.
 
 use crate::duration::Dur;
 use schemars::JsonSchema;
@@ -244,6 +244,10 @@ pub enum OperatorKind<'a> {
     /// See [`OperatorSpec::repartition`].
     Repartition(&'a RepartitionSpec),
 }
+
+/// Every source's side output of malformed records (`<source>.deadLetter`): `{error, raw,
+/// partition, offset}`, in processing time.
+pub const SOURCE_DEAD_LETTER: &str = "deadLetter";
 
 /// The operator kind field names, in the order validation lists them.
 pub const OPERATOR_KINDS: &[&str] = &[

@@ -548,6 +548,16 @@ fn resolve_input(
         return Ok(());
     }
     if let Some((op, side)) = input.split_once('.') {
+        if sources.contains(op) {
+            return if side == crate::pipeline::SOURCE_DEAD_LETTER {
+                Ok(())
+            } else {
+                Err(format!(
+                    "'{input}': source '{op}' has no side output '{side}' (it has {})",
+                    crate::pipeline::SOURCE_DEAD_LETTER
+                ))
+            };
+        }
         return match operators.get(op) {
             Some(o) if o.side_outputs().contains(&side) => Ok(()),
             Some(o) => Err(format!(
@@ -675,6 +685,20 @@ mod tests {
         assert_eq!(errs[0].field, "spec.pipeline.sinks[1].input");
         assert!(
             errs[0].message.contains("no side output 'expired'"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_source_has_a_dead_letter_side_output_and_no_other() {
+        let ok = OK.replace("input: w.late, stdout", "input: gen.deadLetter, stdout");
+        assert_eq!(validate_spec(&spec(&ok)), vec![]);
+        let errs = validate_spec(&spec(&OK.replace("input: w.late", "input: gen.late")));
+        assert_eq!(errs[0].field, "spec.pipeline.sinks[1].input");
+        assert!(
+            errs[0]
+                .message
+                .contains("source 'gen' has no side output 'late' (it has deadLetter)"),
             "{errs:?}"
         );
     }

@@ -18,6 +18,7 @@ use crate::time::{task_watermark, PartitionWatermark, TimeDomain, TimerService};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
+use weir_crds::pipeline::SOURCE_DEAD_LETTER;
 use weir_crds::validate::SpecError;
 use weir_expr::Value;
 
@@ -148,6 +149,8 @@ struct Input {
     wm: PartitionWatermark,
     time_field: Option<String>,
     stream: usize,
+    /// The `<source>.deadLetter` stream.
+    dead_letter_stream: usize,
     malformed_reported: u64,
 }
 
@@ -253,6 +256,12 @@ impl Task {
                 watermark: i64::MIN,
             });
         }
+        // per source, its dead letters (malformed records): `<source>.deadLetter`
+        let mut dead_letter_streams = vec![];
+        for src in &plan.sources {
+            dead_letter_streams.push(streams.len());
+            streams.push(format!("{}.{SOURCE_DEAD_LETTER}", src.name));
+        }
         let stream_of = |name: &str| streams.iter().position(|s| s == name);
         let mut consumers: Vec<Vec<Consumer>> = vec![vec![]; streams.len()];
         for (i, o) in plan.operators.iter().enumerate() {
@@ -322,6 +331,7 @@ impl Task {
                 wm: PartitionWatermark::new(src.out_of_orderness_ms, src.idle_timeout_ms, now),
                 time_field: src.time_field.clone(),
                 stream: si,
+                dead_letter_stream: dead_letter_streams[si],
                 malformed_reported: 0,
             });
         }
@@ -547,6 +557,11 @@ impl Task {
             }
             if status == ReadStatus::Exhausted {
                 inp.wm.exhausted = true;
+            }
+            let letters = inp.reader.take_dead_letters();
+            let stream = inp.dead_letter_stream;
+            for value in letters {
+                self.dispatch(stream, Record::new(self.now, value, self.now))?;
             }
             self.metrics.records_in.inc_by(n as u64);
         }

@@ -28,6 +28,8 @@ pub struct KafkaPartitionReader {
     next: i64,
     assigned: bool,
     malformed: u64,
+    /// Malformed records not yet taken by the task.
+    dead_letters: Vec<Value>,
     errors_logged: u64,
     last_error_log: Option<Instant>,
 }
@@ -85,6 +87,7 @@ impl KafkaPartitionReader {
             next,
             assigned: false,
             malformed: 0,
+            dead_letters: vec![],
             errors_logged: 0,
             last_error_log: None,
         })
@@ -171,6 +174,12 @@ impl PartitionReader for KafkaPartitionReader {
                 }
                 Err(e) => {
                     self.malformed += 1;
+                    self.dead_letters.push(crate::source::dead_letter(
+                        &format!("malformed JSON: {e}"),
+                        payload,
+                        self.partition as u32,
+                        u64::try_from(msg.offset()).unwrap_or(0),
+                    ));
                     if self.malformed <= 5 {
                         tracing::warn!(
                             source = %self.source_name,
@@ -202,5 +211,9 @@ impl PartitionReader for KafkaPartitionReader {
 
     fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    fn take_dead_letters(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.dead_letters)
     }
 }

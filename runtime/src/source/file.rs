@@ -43,6 +43,8 @@ pub struct FileReader {
     buf: Vec<u8>,
     start: usize,
     malformed: u64,
+    /// Malformed lines not yet taken by the task.
+    dead_letters: Vec<Value>,
 }
 
 impl FileReader {
@@ -58,6 +60,7 @@ impl FileReader {
             buf: Vec::new(),
             start: 0,
             malformed: 0,
+            dead_letters: vec![],
         }
     }
 
@@ -125,6 +128,15 @@ impl PartitionReader for FileReader {
             let text = text.trim();
             let parsed = (!text.is_empty()).then(|| Value::from_json(text));
             let line_start = self.pos;
+            if let Some(Err(e)) = &parsed {
+                let letter = super::dead_letter(
+                    &format!("malformed JSON: {e}"),
+                    text.as_bytes(),
+                    self.partition,
+                    line_start,
+                );
+                self.dead_letters.push(letter);
+            }
             self.pos += line.len() as u64;
             self.start = line_end;
             match parsed {
@@ -163,6 +175,10 @@ impl PartitionReader for FileReader {
 
     fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    fn take_dead_letters(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.dead_letters)
     }
 }
 

@@ -66,4 +66,31 @@ pub trait PartitionReader: Send {
     fn malformed(&self) -> u64 {
         0
     }
+    /// The malformed records since the last call, as dead letters for `<source>.deadLetter`.
+    fn take_dead_letters(&mut self) -> Vec<Value> {
+        vec![]
+    }
+}
+
+/// Longest raw text kept in a dead letter (longer records are cut, and say so).
+pub const DEAD_LETTER_RAW_MAX: usize = 64 * 1024;
+
+/// A source's dead letter: `{error, raw, partition, offset}` (`raw` cut at
+/// [`DEAD_LETTER_RAW_MAX`] bytes, with `rawTruncated: true`).
+pub fn dead_letter(error: &str, raw: &[u8], partition: u32, offset: u64) -> Value {
+    let cut = raw.len() > DEAD_LETTER_RAW_MAX;
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(DEAD_LETTER_RAW_MAX)]);
+    let mut fields = vec![
+        ("error", Value::str(error)),
+        ("raw", Value::str(&text)),
+        ("partition", Value::Int(i64::from(partition))),
+        (
+            "offset",
+            Value::Int(i64::try_from(offset).unwrap_or(i64::MAX)),
+        ),
+    ];
+    if cut {
+        fields.push(("rawTruncated", Value::Bool(true)));
+    }
+    Value::map(fields)
 }
