@@ -16,6 +16,7 @@ use crate::eval::{Frame, Outcome};
 use crate::interpreter;
 use crate::project::Projection;
 use crate::value::Value;
+use std::sync::Arc;
 
 /// A compile error (syntax, or a variable that is not in scope).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -128,6 +129,18 @@ impl Expr {
         match &self.body {
             Body::Compiled(_) => None,
             Body::Interpreted { reason, .. } => Some(reason),
+        }
+    }
+
+    /// The distinct fields of variable `var` this expression reads, if it only ever selects
+    /// fields of it (`v.f`, `has(v.f)`); `None` if it uses `var` whole, `var` is not one of its
+    /// variables, or it runs on the interpreter. A record holding just these fields (those
+    /// it has) evaluates the same as the whole record.
+    pub fn fields_read(&self, var: &str) -> Option<Vec<Arc<str>>> {
+        let arg = self.vars.iter().position(|v| v == var)?;
+        match &self.body {
+            Body::Compiled(compiled) => crate::fields::fields_read(&compiled.root, arg),
+            Body::Interpreted { .. } => None,
         }
     }
 

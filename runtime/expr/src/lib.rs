@@ -9,6 +9,7 @@ mod compile;
 mod differential_tests;
 mod eval;
 pub mod expr;
+mod fields;
 mod interpreter;
 mod json;
 mod project;

@@ -12,8 +12,9 @@ use super::{
     WorkloadError, WorkloadOperator,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use weir_crds::pipeline::{IntervalJoinSpec, TimeDomain};
-use weir_expr::{Expr, Value};
+use weir_expr::{Expr, Map, Value};
 
 /// A key's buffered records of both sides, each in arrival order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,27 @@ pub struct IntervalJoin {
     before: i64,
     after: i64,
     emit: Expr,
+    /// The fields of a left record `emit` reads (`None`: it uses the record whole); a
+    /// buffered left record keeps only these.
+    left_fields: Option<Vec<Arc<str>>>,
+    /// The same for right records.
+    right_fields: Option<Vec<Arc<str>>>,
+}
+
+/// `value` with only the entries of `fields` it has, if it is a map; otherwise unchanged.
+/// Evaluating an expression that reads only `fields` gives the same result on either.
+fn keep_fields(value: Value, fields: Option<&[Arc<str>]>) -> Value {
+    let (Some(fields), Value::Map(map)) = (fields, &value) else {
+        return value;
+    };
+    if map.entries.len() <= fields.len() && map.entries.iter().all(|(k, _)| fields.contains(k)) {
+        return value;
+    }
+    let mut kept = Map::with_capacity(fields.len());
+    for (k, v) in map.entries.iter().filter(|(k, _)| fields.contains(k)) {
+        kept.entries.push((k.clone(), v.clone()));
+    }
+    Value::Map(Arc::new(kept))
 }
 
 impl IntervalJoin {
@@ -41,14 +63,17 @@ impl IntervalJoin {
         inputs: Vec<String>,
         spec: &IntervalJoinSpec,
     ) -> Result<Self, WorkloadError> {
+        let emit = compile(&name, "intervalJoin.emit", &spec.emit, &["l", "r"])?;
         Ok(IntervalJoin {
+            left_fields: emit.fields_read("l"),
+            right_fields: emit.fields_read("r"),
+            emit,
             left: input_index(&name, "intervalJoin.left", &inputs, &spec.left)?,
             right: input_index(&name, "intervalJoin.right", &inputs, &spec.right)?,
             left_key: compile(&name, "intervalJoin.leftKey", &spec.left_key, &["e"])?,
             right_key: compile(&name, "intervalJoin.rightKey", &spec.right_key, &["e"])?,
             before: millis(spec.before),
             after: millis(spec.after),
-            emit: compile(&name, "intervalJoin.emit", &spec.emit, &["l", "r"])?,
             name,
         })
     }
@@ -98,6 +123,12 @@ impl WorkloadOperator for IntervalJoin {
         let Some(sk) = state_key(key_expr, &event, ctx) else {
             return Ok(());
         };
+        let fields = if is_left {
+            &self.left_fields
+        } else {
+            &self.right_fields
+        };
+        let event = Event::new(event.ts, keep_fields(event.value, fields.as_deref()));
         let mut st = take(ctx, &self.name, &sk)?.unwrap_or_default();
         let keep_until = if is_left {
             for r in st.right.iter().filter(|r| self.joins(&event, r)) {
