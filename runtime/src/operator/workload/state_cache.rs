@@ -192,7 +192,9 @@ struct HotEntry<V> {
     hash: u32,
     /// `DIRTY` and `STORED` (present is `value.is_some()`).
     flags: u8,
-    value: Option<V>,
+    /// Boxed: the table's slots stay 32 bytes whatever `V` is (a table of 262,144 keys has
+    /// 524,288 slots, and rehashing holds the old and the new one).
+    value: Option<Box<V>>,
 }
 
 /// Keys kept decoded: at most this many ...
@@ -449,7 +451,7 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             .hot
             .find_mut(spread(hash), |e| e.hash == hash && *e.key == *k)
         {
-            let v = e.value.take();
+            let v = e.value.take().map(|v| *v);
             if v.is_some() {
                 e.flags |= DIRTY;
                 if e.flags & STORED == 0 {
@@ -488,7 +490,10 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             if e.value.is_none() && e.flags & STORED == 0 {
                 self.hot_dropped = self.hot_dropped.saturating_sub(1);
             }
-            e.value = Some(value);
+            match &mut e.value {
+                Some(held) => **held = value,
+                None => e.value = Some(Box::new(value)),
+            }
             e.flags |= DIRTY;
             return Ok(());
         }
@@ -503,7 +508,7 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             key: k.into(),
             hash,
             flags: DIRTY,
-            value: Some(value),
+            value: Some(Box::new(value)),
         };
         self.hot
             .insert_unique(spread(hash), entry, |e| spread(e.hash));
