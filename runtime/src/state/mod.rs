@@ -211,9 +211,12 @@ impl StateHandle {
         Ok(pinned.map(|v| decode(&v)))
     }
 
-    /// Applies puts (`Some`) and deletes (`None`) in one batch without the WAL.
+    /// Applies puts (`Some`) and deletes (`None`) without the WAL, in batches of
+    /// [`ORDERED_BATCH_OPS`] operations (so a flush of many keys does not build one batch as
+    /// large as all of them; not atomic as a whole, like [`StateHandle::write_ordered`]: the
+    /// state is read back only through the checkpoint taken after the flush).
     ///
-    /// The batch is applied in key order (a stable sort: for a key given twice the later
+    /// The operations are applied in key order (a stable sort: for a key given twice the later
     /// operation still wins): RocksDB's memtable inserts keys that follow each other much
     /// faster than keys in hash order.
     pub fn write_batch(
@@ -228,6 +231,8 @@ impl StateHandle {
         // sort positions, not the (large) entries; ties keep their order
         let mut order: Vec<usize> = (0..ops.len()).collect();
         order.sort_unstable_by(|&a, &b| ops[a].0.cmp(&ops[b].0).then(a.cmp(&b)));
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
         let mut batch = WriteBatch::default();
         for i in order {
             let (k, v) = &ops[i];
@@ -235,9 +240,16 @@ impl StateHandle {
                 Some(v) => batch.put_cf(&cf, k, v),
                 None => batch.delete_cf(&cf, k),
             }
+            if batch.len() >= ORDERED_BATCH_OPS {
+                let full = std::mem::take(&mut batch);
+                self.db
+                    .write_opt(full, &wo)
+                    .map_err(|e| self.access_err("write", e))?;
+            }
         }
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
+        if batch.is_empty() {
+            return Ok(());
+        }
         self.db
             .write_opt(batch, &wo)
             .map_err(|e| self.access_err("write", e))
@@ -541,6 +553,18 @@ mod tests {
         assert_eq!(fresh.get("k8").unwrap(), None);
         assert_eq!(fresh.get("k9").unwrap(), Some(&9));
         assert_eq!(fresh.get("never-stored").unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_larger_than_one_rocksdb_batch_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("big");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let h = store.handle(&cf);
+        let n = ORDERED_BATCH_OPS * 2 + 7;
+        h.write_batch((0..n).map(|i| (format!("k{i:06}").into_bytes(), Some(vec![1u8]))))
+            .unwrap();
+        assert_eq!(h.scan_prefix(b"k").unwrap().len(), n);
     }
 
     #[test]
