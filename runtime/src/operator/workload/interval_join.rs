@@ -40,6 +40,15 @@ pub struct IntervalJoin {
     right_fields: Option<Vec<Arc<str>>>,
 }
 
+/// Pushes `event`, allocating room for just one when `side` has none (most keys of a join
+/// hold one record per side; a first push would otherwise allocate room for four).
+fn push_compact(side: &mut Vec<Event>, event: Event) {
+    if side.capacity() == 0 {
+        side.reserve_exact(1);
+    }
+    side.push(event);
+}
+
 /// `value` with only the entries of `fields` it has, if it is a map; otherwise unchanged.
 /// Evaluating an expression that reads only `fields` gives the same result on either.
 fn keep_fields(value: Value, fields: Option<&[Arc<str>]>) -> Value {
@@ -135,14 +144,14 @@ impl WorkloadOperator for IntervalJoin {
                 self.emit_pair(&event, r, ctx);
             }
             let until = event.ts.saturating_add(self.after);
-            st.left.push(event);
+            push_compact(&mut st.left, event);
             until
         } else {
             for l in st.left.iter().filter(|l| self.joins(l, &event)) {
                 self.emit_pair(l, &event, ctx);
             }
             let until = event.ts.saturating_add(self.before);
-            st.right.push(event);
+            push_compact(&mut st.right, event);
             until
         };
         put(ctx, &self.name, &sk, st)?;
