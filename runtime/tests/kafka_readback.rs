@@ -9,10 +9,8 @@ mod common;
 mod kafka_common;
 use common::*;
 use kafka_common::*;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,27 +27,13 @@ fn records() -> Vec<String> {
 /// fetch only from a batch's first offset (see the probe below), and the job resumes from
 /// record offsets.
 fn produce_unbatched(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
-    for (i, v) in values.iter().enumerate() {
-        let mut rec: BaseRecord<'_, (), String> = BaseRecord::to(topic)
-            .partition(i as i32 % partitions)
-            .payload(v);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(20));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    produce_with(
+        brokers,
+        topic,
+        partitions,
+        values,
+        &[("batch.num.messages", "1")],
+    );
 }
 
 /// Every payload in the topic: read until nothing more arrives for 2 s (tansu's high

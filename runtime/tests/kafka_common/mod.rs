@@ -185,11 +185,25 @@ pub fn consumer(brokers: &str, isolation: &str) -> BaseConsumer {
 
 /// Produces `values[i]` to partition `i % partitions` (idempotent producer) and flushes.
 pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    produce_with(brokers, topic, partitions, values, &[]);
+}
+
+/// [`produce`] with extra librdkafka producer properties (e.g. `batch.num.messages`).
+pub fn produce_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    values: &[String],
+    properties: &[(&str, &str)],
+) {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+        .set("enable.idempotence", "true");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
     for (i, v) in values.iter().enumerate() {
         let mut rec: BaseRecord<'_, (), String> = BaseRecord::to(topic)
             .partition(i as i32 % partitions)
@@ -204,7 +218,7 @@ pub fn produce(brokers: &str, topic: &str, partitions: i32, values: &[String]) {
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    producer.flush(Duration::from_secs(60)).unwrap();
 }
 
 /// Reads every partition of `topic` from the start until `expect(records)` holds or `timeout`
