@@ -223,36 +223,16 @@ impl StateHandle {
         &self,
         ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StateError> {
-        let cf = self
-            .db
-            .cf_handle(&self.cf)
-            .ok_or_else(|| self.access_err("write", "column family missing"))?;
         let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = ops.into_iter().collect();
         // sort positions, not the (large) entries; ties keep their order
         let mut order: Vec<usize> = (0..ops.len()).collect();
         order.sort_unstable_by(|&a, &b| ops[a].0.cmp(&ops[b].0).then(a.cmp(&b)));
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        let mut batch = WriteBatch::default();
-        for i in order {
-            let (k, v) = &ops[i];
-            match v {
-                Some(v) => batch.put_cf(&cf, k, v),
-                None => batch.delete_cf(&cf, k),
-            }
-            if batch.len() >= ORDERED_BATCH_OPS {
-                let full = std::mem::take(&mut batch);
-                self.db
-                    .write_opt(full, &wo)
-                    .map_err(|e| self.access_err("write", e))?;
-            }
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.db
-            .write_opt(batch, &wo)
-            .map_err(|e| self.access_err("write", e))
+        self.write_ordered(
+            &[],
+            order
+                .into_iter()
+                .map(|i| (&ops[i].0[..], ops[i].1.as_deref())),
+        )
     }
 
     /// Writes puts (`Some`) and deletes (`None`) given in ascending key order, each key
