@@ -17,6 +17,7 @@ use crate::state::{operator_cf, StateError, StateHandle, StateStore};
 use crate::time::{task_watermark, PartitionWatermark, TimeDomain, TimerService};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_crds::pipeline::SOURCE_DEAD_LETTER;
 use weir_crds::validate::SpecError;
@@ -171,6 +172,42 @@ struct OpSlot {
 enum Consumer {
     Op { op: usize, input: usize },
     Sink(usize),
+}
+
+/// Per stream, the top-level fields its consumers need of its records (`None`: whole
+/// records): the union over its consumers, a sink needing whole records and an operator what
+/// [`operator::Operator::fields_needed`] says given what its own outputs' consumers need.
+/// Computed to a fixed point from "nothing" (needs only grow), so it does not depend on the
+/// order of the operators.
+fn stream_field_needs(ops: &[OpSlot], consumers: &[Vec<Consumer>]) -> Vec<Option<Vec<Arc<str>>>> {
+    let mut needs: Vec<Option<Vec<Arc<str>>>> = vec![Some(vec![]); consumers.len()];
+    loop {
+        let mut changed = false;
+        for s in 0..consumers.len() {
+            let mut need = Some(vec![]);
+            for c in &consumers[s] {
+                let n = match *c {
+                    Consumer::Sink(_) => None,
+                    Consumer::Op { op, input } => {
+                        let slot = &ops[op];
+                        let outputs = operator::FieldNeeds {
+                            side_outputs: slot.side_outputs,
+                            outputs: slot.ports.iter().map(|p| needs[*p].clone()).collect(),
+                        };
+                        slot.op.fields_needed(input, &outputs)
+                    }
+                };
+                need = operator::union_fields(need, n.as_deref());
+            }
+            if need != needs[s] {
+                needs[s] = need;
+                changed = true;
+            }
+        }
+        if !changed {
+            return needs;
+        }
+    }
 }
 
 /// A running task.
@@ -334,6 +371,18 @@ impl Task {
                 dead_letter_stream: dead_letter_streams[si],
                 malformed_reported: 0,
             });
+        }
+        // a source whose consumers read only some fields builds only those (and its time field)
+        let needs = stream_field_needs(&ops, &consumers);
+        for inp in inputs.iter_mut() {
+            if let Some(mut fields) = needs[inp.stream].clone() {
+                if let Some(t) = inp.time_field.as_deref() {
+                    if !fields.iter().any(|f| &**f == t) {
+                        fields.push(Arc::from(t));
+                    }
+                }
+                inp.reader.keep_fields(fields);
+            }
         }
         let mut watermark = i64::MIN;
         if let Some(m) = &start.restored {

@@ -51,7 +51,7 @@ impl ParseCache {
     /// equal exactly when they are the same allocation).
     fn key(&mut self, pos: usize, name: &str) -> (Arc<str>, bool) {
         if let Some(Some(k)) = self.last_key.get(pos) {
-            if &**k == name {
+            if short_eq(k.as_bytes(), name.as_bytes()) {
                 return (k.clone(), true);
             }
         }
@@ -80,7 +80,7 @@ impl ParseCache {
         }
         let slot = &mut self.last_str[pos];
         if let Some(prev) = slot {
-            if &**prev == s {
+            if short_eq(prev.as_bytes(), s.as_bytes()) {
                 return prev.clone();
             }
         }
@@ -93,11 +93,24 @@ impl ParseCache {
 /// Parses `text` as one JSON document, or `None` when `serde_json` must decide (see the
 /// module documentation).
 pub fn parse(text: &str, cache: &mut ParseCache) -> Option<Value> {
+    parse_keeping(text, cache, None)
+}
+
+/// [`parse`], keeping of a top-level object only the fields named in `keep` (when given):
+/// the others are checked exactly as [`parse`] checks them but never built, so the result is
+/// [`parse`]'s with the other top-level entries removed (and `None` exactly when [`parse`]
+/// gives `None`).
+pub fn parse_keeping(
+    text: &str,
+    cache: &mut ParseCache,
+    keep: Option<&[Arc<str>]>,
+) -> Option<Value> {
     let mut p = Parser {
         text,
         bytes: text.as_bytes(),
         pos: 0,
         cache,
+        keep,
     };
     p.skip_ws();
     let v = p.value(0, None);
@@ -107,14 +120,16 @@ pub fn parse(text: &str, cache: &mut ParseCache) -> Option<Value> {
     v.filter(|_| done)
 }
 
-struct Parser<'t, 'c> {
+struct Parser<'t, 'c, 'k> {
     text: &'t str,
     bytes: &'t [u8],
     pos: usize,
     cache: &'c mut ParseCache,
+    /// The top-level object's fields to build (`None`: all).
+    keep: Option<&'k [Arc<str>]>,
 }
 
-impl<'t> Parser<'t, '_> {
+impl<'t> Parser<'t, '_, '_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -177,30 +192,22 @@ impl<'t> Parser<'t, '_> {
 
     fn object_entries(&mut self, depth: usize, start: usize) -> Option<()> {
         let mut all_interned = true;
+        let keep = self.keep.filter(|_| depth == 1);
         loop {
             if self.peek()? != b'"' {
                 return None;
             }
             let name = self.plain_string()?;
-            let field = self.cache.fields.len() - start;
-            let (key, interned) = self.cache.key(field, name);
-            all_interned &= interned;
-            self.skip_ws();
-            self.eat(b':')?;
-            self.skip_ws();
-            let v = self.value(depth, Some(field))?;
-            // a repeated key replaces the earlier value in its place (as serde_json's map does)
-            let same = |k: &Arc<str>| {
-                if all_interned {
-                    Arc::ptr_eq(k, &key)
-                } else {
-                    **k == *key
-                }
-            };
-            let fields = &mut self.cache.fields;
-            match fields[start..].iter_mut().find(|(k, _)| same(k)) {
-                Some(e) => e.1 = v,
-                None => fields.push((key, v)),
+            if keep
+                .is_some_and(|keep| !keep.iter().any(|k| short_eq(k.as_bytes(), name.as_bytes())))
+            {
+                // a field nobody reads: checked like any other, not built
+                self.skip_ws();
+                self.eat(b':')?;
+                self.skip_ws();
+                self.skip_value(depth)?;
+            } else {
+                self.entry(depth, start, name, &mut all_interned)?;
             }
             self.skip_ws();
             match self.peek()? {
@@ -215,6 +222,48 @@ impl<'t> Parser<'t, '_> {
                 _ => return None,
             }
         }
+    }
+
+    /// Checks a value exactly as [`Parser::value`] does, building as little as possible.
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.plain_string().map(drop),
+            b'-' | b'0'..=b'9' => self.integer().map(drop),
+            _ => self.value(depth, None).map(drop),
+        }
+    }
+
+    /// Parses the `: value` after field name `name` and adds the entry to the object's
+    /// entries (replacing an earlier one of the same name).
+    fn entry(
+        &mut self,
+        depth: usize,
+        start: usize,
+        name: &str,
+        all_interned: &mut bool,
+    ) -> Option<()> {
+        let field = self.cache.fields.len() - start;
+        let (key, interned) = self.cache.key(field, name);
+        *all_interned &= interned;
+        let all_interned = *all_interned;
+        self.skip_ws();
+        self.eat(b':')?;
+        self.skip_ws();
+        let v = self.value(depth, Some(field))?;
+        // a repeated key replaces the earlier value in its place (as serde_json's map does)
+        let same = |k: &Arc<str>| {
+            if all_interned {
+                Arc::ptr_eq(k, &key)
+            } else {
+                **k == *key
+            }
+        };
+        let fields = &mut self.cache.fields;
+        match fields[start..].iter_mut().find(|(k, _)| same(k)) {
+            Some(e) => e.1 = v,
+            None => fields.push((key, v)),
+        }
+        Some(())
     }
 
     fn array(&mut self, depth: usize) -> Option<Value> {
@@ -279,6 +328,32 @@ impl<'t> Parser<'t, '_> {
         }
         self.pos = end;
         Some(Value::Int(if negative { -n } else { n }))
+    }
+}
+
+/// `a == b`, without a library call when they are at most 16 bytes long (field names and the
+/// short strings shared between records).
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |x: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&x[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let half = |x: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&x[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    match n {
+        0..=3 => a == b,
+        4..=8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        9..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -384,6 +459,54 @@ mod tests {
         check(&mut cache, &deep);
     }
 
+    /// [`check`] for [`parse_keeping`]: serde_json's value with the other top-level fields
+    /// removed, and declined exactly where [`parse`] declines.
+    fn check_keeping(cache: &mut ParseCache, text: &str, keep: &[Arc<str>]) {
+        let whole = parse(text, cache);
+        let kept = parse_keeping(text, cache, Some(keep));
+        assert_eq!(whole.is_some(), kept.is_some(), "{text}");
+        let expected = Value::from_json_keeping(text, keep).map_err(|e| e.to_string());
+        let reference = reference(text).map(|v| match v {
+            Value::Map(m) => Value::Map(Arc::new(Map {
+                entries: m
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| keep.contains(k))
+                    .cloned()
+                    .collect(),
+            })),
+            other => other,
+        });
+        assert_eq!(expected, reference, "{text}");
+        if let Some(v) = kept {
+            assert_eq!(Ok(&v), reference.as_ref(), "{text}");
+            assert_eq!(v.to_json(), reference.unwrap().to_json(), "{text}");
+        }
+    }
+
+    #[test]
+    fn keeping_fields_matches_serde_json_then_removing_the_others() {
+        let mut cache = ParseCache::default();
+        let keeps: [Vec<Arc<str>>; 4] = [
+            vec![],
+            vec![Arc::from("a")],
+            vec![Arc::from("b"), Arc::from("type"), Arc::from("price")],
+            vec![
+                Arc::from("a"),
+                Arc::from("k"),
+                Arc::from("x"),
+                Arc::from("n"),
+            ],
+        ];
+        for _ in 0..2 {
+            for keep in &keeps {
+                for text in CASES {
+                    check_keeping(&mut cache, text, keep);
+                }
+            }
+        }
+    }
+
     #[test]
     fn matches_serde_json_on_random_token_soup() {
         // documents glued from JSON fragments, valid and not, with a deterministic stream
@@ -427,6 +550,7 @@ mod tests {
             z ^ (z >> 31)
         };
         let mut cache = ParseCache::default();
+        let keep: Vec<Arc<str>> = vec![Arc::from("a")];
         let mut accepted = 0;
         for _ in 0..100_000 {
             let len = 1 + next() % 12;
@@ -434,6 +558,7 @@ mod tests {
                 .map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize])
                 .collect();
             check(&mut cache, &text);
+            check_keeping(&mut cache, &text, &keep);
             accepted += usize::from(parse(&text, &mut cache).is_some());
         }
         assert!(
@@ -469,6 +594,27 @@ mod tests {
         match (a.get("type"), c.get("type")) {
             (Value::Str(x), Value::Str(y)) => assert!(Arc::ptr_eq(x, y)),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_eq_is_slice_equality() {
+        let words: Vec<Vec<u8>> = (0..20)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n).map(|i| b'a' + i as u8).collect();
+                let mut variants = vec![base.clone()];
+                for i in 0..n {
+                    let mut v = base.clone();
+                    v[i] = b'Z';
+                    variants.push(v);
+                }
+                variants
+            })
+            .collect();
+        for a in &words {
+            for b in &words {
+                assert_eq!(short_eq(a, b), a == b, "{a:?} {b:?}");
+            }
         }
     }
 

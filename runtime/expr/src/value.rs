@@ -28,6 +28,11 @@ pub enum Value {
     Map(Arc<Map>),
 }
 
+thread_local! {
+    /// What [`Value::from_json`] parses share on this thread (interned field names...).
+    static PARSE_CACHE: std::cell::RefCell<crate::json::ParseCache> = Default::default();
+}
+
 /// An ordered map of string keys to values.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Map {
@@ -123,10 +128,7 @@ impl Value {
     /// Parses one JSON document: exactly `serde_json`'s result, mostly without its cost
     /// (see [`crate::json`]; field names are interned per thread).
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
-        thread_local! {
-            static CACHE: std::cell::RefCell<crate::json::ParseCache> = Default::default();
-        }
-        let fast = CACHE.with(|c| match c.try_borrow_mut() {
+        let fast = PARSE_CACHE.with(|c| match c.try_borrow_mut() {
             Ok(mut cache) => crate::json::parse(text, &mut cache),
             Err(_) => None,
         });
@@ -135,6 +137,31 @@ impl Value {
             None => serde_json::from_str(text),
         }
     }
+    /// [`Value::from_json`] with only the fields named in `keep` of a top-level object (the
+    /// others are checked, so errors are the same, but not built); other documents whole.
+    pub fn from_json_keeping(text: &str, keep: &[Arc<str>]) -> Result<Value, serde_json::Error> {
+        let fast = PARSE_CACHE.with(|c| match c.try_borrow_mut() {
+            Ok(mut cache) => crate::json::parse_keeping(text, &mut cache, Some(keep)),
+            Err(_) => None,
+        });
+        match fast {
+            Some(v) => Ok(v),
+            None => serde_json::from_str(text).map(|v: Value| v.keeping(keep)),
+        }
+    }
+
+    /// A map with only the entries named in `keep`; other values unchanged.
+    fn keeping(self, keep: &[Arc<str>]) -> Value {
+        match self {
+            Value::Map(m) if m.entries.iter().any(|(k, _)| !keep.contains(k)) => {
+                let mut m = Arc::unwrap_or_clone(m);
+                m.entries.retain(|(k, _)| keep.contains(k));
+                Value::Map(Arc::new(m))
+            }
+            other => other,
+        }
+    }
+
     /// Renders as compact JSON (the same text as `serde_json::to_string`).
     pub fn to_json(&self) -> String {
         let mut out = Vec::with_capacity(64);

@@ -1,7 +1,8 @@
 //! `filter`: keep records for which a CEL condition over `e` is true.
 
-use super::{compile, Context, OpResult, Operator};
+use super::{compile, union_fields, Context, FieldNeeds, OpResult, Operator};
 use crate::record::Record;
+use std::sync::Arc;
 use weir_crds::validate::SpecError;
 use weir_expr::Expr;
 
@@ -27,5 +28,14 @@ impl Operator for Filter {
             Err(e) => ctx.dead_letter(&record, &e.to_string()),
         }
         Ok(())
+    }
+
+    fn fields_needed(&self, _input: usize, outputs: &FieldNeeds<'_>) -> Option<Vec<Arc<str>>> {
+        // records pass on whole: what the condition reads plus what the consumers need; a
+        // dead letter carries the whole record
+        if !outputs.side_unread("deadLetter") {
+            return None;
+        }
+        union_fields(self.cond.fields_read("e"), outputs.main())
     }
 }

@@ -1,7 +1,8 @@
 //! `map`: replace each record by a CEL expression over `e` that yields a map.
 
-use super::{compile, Context, OpResult, Operator};
+use super::{compile, Context, FieldNeeds, OpResult, Operator};
 use crate::record::Record;
+use std::sync::Arc;
 use weir_crds::validate::SpecError;
 use weir_expr::{Expr, Value};
 
@@ -31,5 +32,14 @@ impl Operator for MapOp {
             Err(e) => ctx.dead_letter(&record, &e.to_string()),
         }
         Ok(())
+    }
+
+    fn fields_needed(&self, _input: usize, outputs: &FieldNeeds<'_>) -> Option<Vec<Arc<str>>> {
+        // the output is built from the fields the expression reads; a dead letter carries the
+        // whole input record
+        if !outputs.side_unread("deadLetter") {
+            return None;
+        }
+        self.expr.fields_read("e")
     }
 }

@@ -39,6 +39,7 @@ pub mod workload;
 use crate::record::Record;
 use crate::state::{StateError, StateHandle};
 use crate::time::{TimeDomain, Timer, TimerService};
+use std::sync::Arc;
 use weir_crds::pipeline::{OperatorKind, OperatorSpec};
 use weir_crds::validate::SpecError;
 use weir_expr::{Expr, Value};
@@ -163,6 +164,50 @@ pub trait Operator: Send {
     fn on_close(&mut self) -> OpResult {
         Ok(())
     }
+    /// The top-level fields of input `input`'s records this operator reads or passes on,
+    /// given what the consumers of its outputs need (`outputs`); `None`: whole records. A
+    /// source whose consumers all name their fields builds only those (see
+    /// `source::PartitionReader::keep_fields`), so the answer must cover every field whose
+    /// absence could change anything this operator emits or keeps, dead letters included.
+    fn fields_needed(&self, _input: usize, _outputs: &FieldNeeds<'_>) -> Option<Vec<Arc<str>>> {
+        None
+    }
+}
+
+/// What the consumers of one operator's output streams need of their records: per output
+/// (main, then the side outputs in `OperatorSpec::side_outputs` order) the top-level fields,
+/// `None` for whole records.
+pub struct FieldNeeds<'a> {
+    /// The side outputs' names.
+    pub side_outputs: &'a [&'a str],
+    /// Per output: main first, then the side outputs.
+    pub outputs: Vec<Option<Vec<Arc<str>>>>,
+}
+
+impl FieldNeeds<'_> {
+    /// What the main output's consumers need.
+    pub fn main(&self) -> Option<&[Arc<str>]> {
+        self.outputs.first().and_then(|o| o.as_deref())
+    }
+    /// Whether nothing reads anything of side output `name`'s records (no consumers, or
+    /// consumers that read no field), so whatever it would carry cannot be observed.
+    pub fn side_unread(&self, name: &str) -> bool {
+        match self.side_outputs.iter().position(|s| *s == name) {
+            Some(i) => matches!(self.outputs.get(i + 1), Some(Some(f)) if f.is_empty()),
+            None => true,
+        }
+    }
+}
+
+/// The union of two field lists (`None`, whole records, absorbs everything).
+pub fn union_fields(a: Option<Vec<Arc<str>>>, b: Option<&[Arc<str>]>) -> Option<Vec<Arc<str>>> {
+    let (mut a, b) = (a?, b?);
+    for f in b {
+        if !a.contains(f) {
+            a.push(f.clone());
+        }
+    }
+    Some(a)
 }
 
 /// Compiles `src` over `e`, naming `field` on error.

@@ -4,6 +4,7 @@ use super::{PartitionReader, ReadStatus, SourceError};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use weir_expr::Value;
 
 /// The partitions (files) of a file source path: the file itself, or the `*.jsonl`/`*.json`
@@ -45,6 +46,8 @@ pub struct FileReader {
     malformed: u64,
     /// Malformed lines not yet taken by the task.
     dead_letters: Vec<Value>,
+    /// The only top-level fields records need (`PartitionReader::keep_fields`); `None`: all.
+    keep: Option<Vec<Arc<str>>>,
 }
 
 impl FileReader {
@@ -61,6 +64,7 @@ impl FileReader {
             start: 0,
             malformed: 0,
             dead_letters: vec![],
+            keep: None,
         }
     }
 
@@ -126,7 +130,10 @@ impl PartitionReader for FileReader {
                 return Err(self.err("stream did not contain valid UTF-8"));
             };
             let text = text.trim();
-            let parsed = (!text.is_empty()).then(|| Value::from_json(text));
+            let parsed = (!text.is_empty()).then(|| match &self.keep {
+                None => Value::from_json(text),
+                Some(keep) => Value::from_json_keeping(text, keep),
+            });
             let line_start = self.pos;
             if let Some(Err(e)) = &parsed {
                 let letter = super::dead_letter(
@@ -179,6 +186,10 @@ impl PartitionReader for FileReader {
 
     fn take_dead_letters(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.dead_letters)
+    }
+
+    fn keep_fields(&mut self, fields: Vec<Arc<str>>) {
+        self.keep = Some(fields);
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod file;
 pub mod generator;
 
+use std::sync::Arc;
 use weir_expr::Value;
 
 /// A source read that failed.
@@ -70,6 +71,10 @@ pub trait PartitionReader: Send {
     fn take_dead_letters(&mut self) -> Vec<Value> {
         vec![]
     }
+    /// Nothing downstream reads other top-level fields of a record than `fields`: a reader may
+    /// leave the others out of the records it builds (malformed records are still found and
+    /// reported exactly as before). Readers may ignore this.
+    fn keep_fields(&mut self, _fields: Vec<Arc<str>>) {}
 }
 
 /// Longest raw text kept in a dead letter (longer records are cut, and say so).

@@ -309,6 +309,14 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
         Ok(())
     }
 
+    fn fields_needed(
+        &self,
+        input: usize,
+        outputs: &crate::operator::FieldNeeds<'_>,
+    ) -> Option<Vec<std::sync::Arc<str>>> {
+        self.op.fields_needed(input, outputs)
+    }
+
     fn process(&mut self, input: usize, record: Record, ctx: &mut Context<'_>) -> OpResult {
         self.ingest_ms = record.ingest_ms;
         let event = Event::new(record.ts, record.value);

@@ -159,6 +159,25 @@ impl WorkloadOperator for IntervalJoin {
         Ok(())
     }
 
+    fn fields_needed(
+        &self,
+        input: usize,
+        outputs: &crate::operator::FieldNeeds<'_>,
+    ) -> Option<Vec<Arc<str>>> {
+        // a late record and a key's dead letter go out whole
+        if !(outputs.side_unread("late") && outputs.side_unread("deadLetter")) {
+            return None;
+        }
+        let (key, fields) = if input == self.left {
+            (&self.left_key, &self.left_fields)
+        } else if input == self.right {
+            (&self.right_key, &self.right_fields)
+        } else {
+            return Some(vec![]);
+        };
+        crate::operator::union_fields(key.fields_read("e"), fields.as_deref())
+    }
+
     fn on_timer(
         &mut self,
         timer: &Timer,

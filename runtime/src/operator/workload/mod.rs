@@ -162,6 +162,15 @@ pub trait WorkloadOperator: Send + 'static {
     ) -> Result<(), WorkloadError> {
         Ok(())
     }
+
+    /// See [`crate::operator::Operator::fields_needed`] (default: whole records).
+    fn fields_needed(
+        &self,
+        _input: usize,
+        _outputs: &crate::operator::FieldNeeds<'_>,
+    ) -> Option<Vec<std::sync::Arc<str>>> {
+        None
+    }
 }
 
 /// Building or running a workload operator failed.
