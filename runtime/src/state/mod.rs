@@ -73,8 +73,12 @@ fn column_family_options(memory: &memory::RocksMemory, cache: &Cache) -> Options
     cf
 }
 
-/// Operations per RocksDB write batch of [`StateHandle::write_ordered`] (a few MB each).
+/// Operations per RocksDB write batch of [`StateHandle::write_ordered`] at most ...
 pub const ORDERED_BATCH_OPS: usize = 32_768;
+/// ... and bytes (a batch is written once it reaches this size).
+pub const ORDERED_BATCH_BYTES: usize = 1 << 20;
+/// Dirty entries [`KeyedState::flush`] encodes and writes at a time.
+const FLUSH_CHUNK: usize = 4_096;
 
 /// The column family name of an operator's state.
 pub fn operator_cf(operator: &str) -> String {
@@ -261,7 +265,7 @@ impl StateHandle {
                 Some(v) => batch.put_cf(&cf, &key, v),
                 None => batch.delete_cf(&cf, &key),
             }
-            if batch.len() >= ORDERED_BATCH_OPS {
+            if batch.len() >= ORDERED_BATCH_OPS || batch.size_in_bytes() >= ORDERED_BATCH_BYTES {
                 let full = std::mem::take(&mut batch);
                 self.db
                     .write_opt(full, &wo)
@@ -463,30 +467,49 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
         }))
     }
 
-    /// Writes dirty entries to RocksDB (WAL off).
+    /// Writes dirty entries to RocksDB (WAL off), in key order, encoding and writing
+    /// [`FLUSH_CHUNK`] of them at a time (a flush of a full cache never holds every encoded
+    /// value at once).
     pub fn flush(&mut self) -> Result<(), StateError> {
-        let mut ops = Vec::new();
-        for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
-            slot.dirty = false;
-            if slot.value.is_none() && !slot.stored {
-                continue; // never reached RocksDB: nothing to delete
+        let mut dirty: Vec<(&str, Option<&V>)> = self
+            .cache
+            .iter()
+            .filter(|(_, s)| s.dirty && (s.value.is_some() || s.stored))
+            .map(|(k, s)| (k.as_str(), s.value.as_ref()))
+            .collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut scratch = Vec::new();
+        let mut at = Vec::with_capacity(FLUSH_CHUNK.min(dirty.len()));
+        for chunk in dirty.chunks(FLUSH_CHUNK) {
+            scratch.clear();
+            at.clear();
+            for (_, v) in chunk {
+                at.push(match v {
+                    Some(v) => {
+                        let start = scratch.len();
+                        serde_json::to_writer(&mut scratch, v)
+                            .map_err(|e| self.handle.access_err("encode", e))?;
+                        Some(start..scratch.len())
+                    }
+                    None => None,
+                });
             }
+            self.handle.write_ordered(
+                &self.prefix,
+                chunk
+                    .iter()
+                    .zip(&at)
+                    .map(|((k, _), r)| (k.as_bytes(), r.clone().map(|r| &scratch[r]))),
+            )?;
+        }
+        drop(dirty);
+        for slot in self.cache.values_mut().filter(|s| s.dirty) {
+            slot.dirty = false;
+            // a removed key RocksDB never held is dropped below: nothing was written for it
             slot.stored = slot.value.is_some();
-            let mut key = self.prefix.clone();
-            key.extend_from_slice(k.as_bytes());
-            let value = match &slot.value {
-                Some(v) => {
-                    Some(serde_json::to_vec(v).map_err(|e| self.handle.access_err("encode", e))?)
-                }
-                None => None,
-            };
-            ops.push((key, value));
         }
         self.cache.retain(|_, s| s.value.is_some());
-        if ops.is_empty() {
-            return Ok(());
-        }
-        self.handle.write_batch(ops)
+        Ok(())
     }
 }
 
@@ -545,6 +568,49 @@ mod tests {
         h.write_batch((0..n).map(|i| (format!("k{i:06}").into_bytes(), Some(vec![1u8]))))
             .unwrap();
         assert_eq!(h.scan_prefix(b"k").unwrap().len(), n);
+    }
+
+    #[test]
+    fn a_batch_of_large_values_is_cut_by_bytes_and_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("wide");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let h = store.handle(&cf);
+        let value = vec![7u8; ORDERED_BATCH_BYTES / 3 + 1];
+        h.write_batch((0..10).map(|i| (format!("k{i}").into_bytes(), Some(value.clone()))))
+            .unwrap();
+        let all = h.scan_prefix(b"k").unwrap();
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().all(|(_, v)| *v == value));
+    }
+
+    #[test]
+    fn a_flush_of_more_than_one_chunk_writes_every_dirty_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let h = store.handle(&cf);
+        let n = FLUSH_CHUNK * 2 + 3;
+        let mut s: KeyedState<u64> = KeyedState::new(h.clone(), "c", n * 2);
+        for i in 0..n as u64 {
+            s.put(&format!("k{i}"), i).unwrap();
+        }
+        s.flush().unwrap();
+        assert_eq!(h.scan_prefix(b"c\0").unwrap().len(), n);
+        // a second flush: some changed, some deleted, one made and removed in between
+        for i in (0..n as u64).step_by(3) {
+            s.delete(&format!("k{i}")).unwrap();
+        }
+        *s.get_mut("k1").unwrap().unwrap() = 1001;
+        s.put("new", 1).unwrap();
+        s.delete("new").unwrap();
+        s.flush().unwrap();
+        let mut fresh: KeyedState<u64> = KeyedState::new(h.clone(), "c", 16);
+        assert_eq!(fresh.get("k0").unwrap(), None);
+        assert_eq!(fresh.get("k1").unwrap(), Some(&1001));
+        assert_eq!(fresh.get("k2").unwrap(), Some(&2));
+        assert_eq!(fresh.get("new").unwrap(), None);
+        assert_eq!(h.scan_prefix(b"c\0").unwrap().len(), n - n.div_ceil(3));
     }
 
     #[test]
