@@ -535,6 +535,9 @@ impl Task {
         for idx in 0..self.ops.len() {
             self.ops[idx].watermark = wm;
             self.call_op(idx, |op, ctx| op.on_watermark(ctx))?;
+            while self.ops[idx].op.watermark_work_left(wm) {
+                self.call_op(idx, |op, ctx| op.on_watermark(ctx))?;
+            }
             while let Some(t) = self.ops[idx].timers.pop_due(TimeDomain::EventTime, wm) {
                 self.call_op(idx, |op, ctx| op.on_timer(t, ctx))?;
             }

@@ -94,6 +94,11 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Records emitted through this context and not yet handed downstream.
+    pub fn pending_outputs(&self) -> usize {
+        self.out.len()
+    }
+
     /// Emits to the main output.
     pub fn emit(&mut self, record: Record) {
         self.out.push((0, record));
@@ -147,6 +152,13 @@ pub trait Operator: Send {
     /// The task watermark advanced to `ctx.watermark` (before due timers fire).
     fn on_watermark(&mut self, _ctx: &mut Context<'_>) -> OpResult {
         Ok(())
+    }
+    /// Whether [`Operator::on_watermark`] returned with work still due at `watermark` (it
+    /// may stop once it has emitted a batch, so that timers firing at once, such as every
+    /// time-out at the end of the input, go downstream a bounded batch at a time); the task
+    /// then calls `on_watermark` again.
+    fn watermark_work_left(&self, _watermark: i64) -> bool {
+        false
     }
     /// A timer registered by this operator is due.
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Context<'_>) -> OpResult {

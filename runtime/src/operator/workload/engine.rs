@@ -45,6 +45,9 @@ const STATE_NAME: &str = "workload";
 const FLUSH_TIMER: &str = "\u{0}flush";
 /// How long requested lookups may wait for a batch to fill.
 const FLUSH_AFTER_MS: i64 = 5;
+/// Outputs after which `on_watermark` stops firing due timers and lets the task send them on
+/// (so that a watermark with a hundred thousand due time-outs does not hold all their outputs).
+const WATERMARK_BATCH_OUTPUTS: usize = 1024;
 
 /// Builds the engine operator for a workload kind, or `None` if `spec` is not one.
 /// `field` is the operator's spec path (`spec.pipeline.operators[i]`).
@@ -327,8 +330,12 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
     fn on_watermark(&mut self, ctx: &mut Context<'_>) -> OpResult {
         self.ingest_ms = ctx.now_ms;
         self.forward(ctx);
-        // due event-time timers in (time, key) order, including ones registered while firing
-        while let Some((ts, key)) = self.timers.event.pop_due(ctx.watermark) {
+        // due event-time timers in (time, key) order, including ones registered while firing;
+        // after a batch of outputs the task takes them and calls again (`watermark_work_left`)
+        while ctx.pending_outputs() < WATERMARK_BATCH_OUTPUTS {
+            let Some((ts, key)) = self.timers.event.pop_due(ctx.watermark) else {
+                break;
+            };
             let t = Timer {
                 domain: TimeDomain::EventTime,
                 key,
@@ -338,6 +345,10 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
             self.after_call(ctx)?;
         }
         self.flush_lookups(ctx)
+    }
+
+    fn watermark_work_left(&self, watermark: i64) -> bool {
+        self.timers.event.has_due(watermark)
     }
 
     fn on_timer(&mut self, timer: EngineTimer, ctx: &mut Context<'_>) -> OpResult {
@@ -509,6 +520,48 @@ impl LookupStore for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_timers_go_downstream_a_bounded_batch_per_watermark_call() {
+        use crate::state::{operator_cf, StateStore};
+        use crate::time::TimerService;
+        const SIDES: &[&str] = &["timedOut", "late", "deadLetter"];
+        let spec: weir_crds::pipeline::PatternSpec = serde_yaml::from_str(
+            "{key: e.k, sequence: [{as: a, from: in}, {as: b, from: in, followedBy: true}], \
+              within: 1s, emit: '{}'}",
+        )
+        .unwrap();
+        let op = Pattern::new("p".into(), vec!["in".into()], &spec).unwrap();
+        let mut adapter = Adapter::new(op, None);
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("p");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        adapter.on_start(&store.handle(&cf)).unwrap();
+        let (mut out, mut timers, mut dead) = (Vec::new(), TimerService::default(), 0);
+        let keys = WATERMARK_BATCH_OUTPUTS * 2 + 10;
+        for k in 0..keys {
+            let value = Value::from_json(&format!("{{\"k\":{k}}}")).unwrap();
+            let mut ctx = Context::new(0, 0, SIDES, &mut out, &mut timers, &mut dead);
+            adapter
+                .process(0, Record::new(1_000, value, 0), &mut ctx)
+                .unwrap();
+        }
+        assert!(out.is_empty());
+        // every key times out at this watermark: at most a batch of outputs per call
+        let (wm, mut calls, mut timed_out) = (i64::MAX - 1, 0, 0);
+        loop {
+            let mut ctx = Context::new(wm, 0, SIDES, &mut out, &mut timers, &mut dead);
+            adapter.on_watermark(&mut ctx).unwrap();
+            assert!(out.len() <= WATERMARK_BATCH_OUTPUTS, "{}", out.len());
+            timed_out += out.drain(..).filter(|(port, _)| *port == 1).count();
+            calls += 1;
+            if !adapter.watermark_work_left(wm) {
+                break;
+            }
+        }
+        assert_eq!(timed_out, keys);
+        assert_eq!(calls, 3);
+    }
 
     #[test]
     fn parses_redis_replies() {

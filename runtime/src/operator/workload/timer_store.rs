@@ -88,6 +88,13 @@ impl EventTimers {
         self.due.entry(encode(time, key)).or_insert(false);
     }
 
+    /// Whether a timer is due at `watermark` (time <= watermark).
+    pub fn has_due(&self, watermark: i64) -> bool {
+        self.due
+            .first_key_value()
+            .is_some_and(|(first, _)| time_of(&first.0) <= watermark)
+    }
+
     /// Removes and returns the earliest timer due at `watermark` (time <= watermark).
     pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, String)> {
         let (first, _) = self.due.first_key_value()?;
