@@ -12,7 +12,7 @@ use kafka_common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_runtime::kafka::partitioner::partition_for_key;
 
 const PER_FILE: usize = 8_000;
@@ -138,40 +138,9 @@ spec:
     );
 
     // second run: resumes; the writer replays what followed the checkpoint, the reader drops it
-    let mut child = spawn(&args, &[]);
-    let start = Instant::now();
     let want = 2 * PER_FILE;
-    loop {
-        let n = committed_lines(&out).len();
-        if n >= want {
-            let done = completed_checkpoints(&root).last().copied().unwrap_or(0);
-            while completed_checkpoints(&root).last().copied().unwrap_or(0) < done + 2 {
-                assert!(
-                    start.elapsed() < Duration::from_secs(180),
-                    "no further checkpoint"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "restarted job ended ({status}): {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "only {n} of {want} records committed after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    restart_until_committed(&args, &out, &root, want);
     appender.join().unwrap();
-    child.kill().unwrap();
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("restored from checkpoint"), "{stderr}");
 
     let committed = committed_by_task(&out);
     // exactly once: every id, once

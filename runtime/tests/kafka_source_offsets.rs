@@ -6,7 +6,6 @@ mod common;
 mod kafka_common;
 use common::*;
 use kafka_common::*;
-use std::time::{Duration, Instant};
 
 fn records(from: usize, to: usize) -> Vec<String> {
     (from..to)
@@ -61,40 +60,8 @@ spec:
     produce(&broker.brokers, "in", 3, &records(half, 2 * half));
 
     // second run: must resume from the checkpointed offsets of all 3 partitions
-    let mut child = spawn(&args, &[]);
-    let start = Instant::now();
     let want = 2 * half;
-    loop {
-        let n = committed_lines(&out).len();
-        if n >= want {
-            // two more checkpoints: nothing may be committed twice
-            let done = completed_checkpoints(&root).last().copied().unwrap_or(0);
-            while completed_checkpoints(&root).last().copied().unwrap_or(0) < done + 2 {
-                assert!(
-                    start.elapsed() < Duration::from_secs(180),
-                    "no further checkpoint"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "restarted job ended ({status}): {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "only {n} of {want} records committed after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+    restart_until_committed(&args, &out, &root, want);
 
     let mut ids: Vec<i64> = committed_lines(&out)
         .iter()

@@ -132,6 +132,47 @@ pub fn kill_when(
     let _ = child.wait();
 }
 
+/// Spawns a (re)start of a killed run and waits until the file sink at `out` has committed
+/// `want` lines and two more checkpoints completed after that (a late duplicate would show up
+/// by then), for at most 180 s; then kills it and returns its stderr. Panics if the process
+/// ends first, or if it did not say it restored from a checkpoint.
+pub fn restart_until_committed(args: &[&str], out: &Path, job_root: &Path, want: usize) -> String {
+    let mut child = spawn(args, &[]);
+    let start = Instant::now();
+    let last_checkpoint = || completed_checkpoints(job_root).last().copied().unwrap_or(0);
+    loop {
+        let n = committed_lines(out).len();
+        if n >= want {
+            let done = last_checkpoint();
+            while last_checkpoint() < done + 2 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(180),
+                    "no further checkpoint after {n} records were committed"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "restarted job ended ({status}): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "only {n} of {want} records committed after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+    stderr
+}
+
 /// All committed output lines (part-*.jsonl) of a file sink directory, sorted.
 pub fn committed_lines(dir: &Path) -> Vec<String> {
     let mut lines = vec![];
