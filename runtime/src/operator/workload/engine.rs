@@ -39,6 +39,19 @@ fn cache_bytes() -> usize {
         .unwrap_or(CACHE_MIB)
         .saturating_mul(1 << 20)
 }
+/// Environment variable setting the MiB of decoded new keys the cache keeps (its hot table,
+/// estimated from their encoded size; default a sixteenth of the cache, 8 MiB): more keeps
+/// long-lived keys such as pattern's partial matches decoded (less CPU, more memory).
+pub const HOT_MIB_ENV: &str = "WEIR_WORKLOAD_HOT_MIB";
+
+/// The hot table's budget in bytes if [`HOT_MIB_ENV`] is set to a number.
+fn hot_bytes() -> Option<usize> {
+    std::env::var(HOT_MIB_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(|m| m.saturating_mul(1 << 20))
+}
+
 /// The name of the state inside the operator's column family.
 const STATE_NAME: &str = "workload";
 /// Timer key reserved for the lookup flush timer (operator keys never start with NUL).
@@ -294,7 +307,12 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
             operator: self.op.name().to_string(),
             source,
         })?;
-        self.state = Some(WorkloadState::new(state.clone(), STATE_NAME, cache_bytes()));
+        self.state = Some(match hot_bytes() {
+            Some(hot) => {
+                WorkloadState::with_hot_bytes(state.clone(), STATE_NAME, cache_bytes(), hot)
+            }
+            None => WorkloadState::new(state.clone(), STATE_NAME, cache_bytes()),
+        });
         // No engine context yet: collect what on_start emits (re-issued lookups) and send it
         // with the first call that has one.
         let Some(st) = self.state.as_mut() else {

@@ -19,6 +19,7 @@ pub mod accumulate;
 pub mod aggregate;
 pub mod engine;
 pub mod event_order;
+pub mod hot_budget;
 pub mod interval_join;
 pub mod lookup_join;
 pub mod memory;

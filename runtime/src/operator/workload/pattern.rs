@@ -40,6 +40,7 @@ use super::{
     compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
     WorkloadError, WorkloadOperator,
 };
+use crate::operator::union_fields;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use weir_crds::pipeline::{PatternSpec, TimeDomain};
@@ -382,6 +383,36 @@ impl WorkloadOperator for Pattern {
         &self.name
     }
 
+    fn fields_needed(
+        &self,
+        input: usize,
+        outputs: &crate::operator::FieldNeeds<'_>,
+    ) -> Option<Vec<Arc<str>>> {
+        // time-outs, late events and dead letters carry whole events
+        if !(outputs.side_unread("timedOut")
+            && outputs.side_unread("late")
+            && outputs.side_unread("deadLetter"))
+        {
+            return None;
+        }
+        // the key of every event; for the steps this input feeds, what their own condition,
+        // later steps' conditions and `emit` read of the events they bind
+        let mut need = self.key.fields_read("e");
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.from != input {
+                continue;
+            }
+            if let Some(w) = &s.where_ {
+                need = union_fields(need, w.fields_read("e").as_deref());
+            }
+            for later in self.steps[i + 1..].iter().filter_map(|l| l.where_.as_ref()) {
+                need = union_fields(need, later.fields_read(&s.as_).as_deref());
+            }
+            need = union_fields(need, self.emit.fields_read(&s.as_).as_deref());
+        }
+        need
+    }
+
     fn process(
         &mut self,
         input: usize,
@@ -461,6 +492,31 @@ mod tests {
             &spec,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn events_keep_the_fields_key_and_emit_read_when_no_output_carries_them_whole() {
+        use crate::operator::FieldNeeds;
+        let op = impression_click("oneOrMore");
+        let sides = &["timedOut", "late", "deadLetter"];
+        let unread = FieldNeeds {
+            side_outputs: sides,
+            outputs: vec![None, Some(vec![]), Some(vec![]), Some(vec![])],
+        };
+        let names = |f: Option<Vec<Arc<str>>>| {
+            f.map(|f| f.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names(op.fields_needed(IMP, &unread)),
+            Some(vec!["requestId".to_string(), "adId".to_string()])
+        );
+        // size(click) uses the clicks whole
+        assert_eq!(op.fields_needed(CLICK, &unread), None);
+        let timed_out_read = FieldNeeds {
+            side_outputs: sides,
+            outputs: vec![None, None, Some(vec![]), Some(vec![])],
+        };
+        assert_eq!(op.fields_needed(IMP, &timed_out_read), None);
     }
 
     fn ev(ts: i64, req: &str) -> Event {

@@ -4,9 +4,11 @@
 //! - Entries are compact: the key and the value's binary encoding ([`codec`]) in one
 //!   allocation, in a hash table of 24-byte slots (pointer, length, hash, flags); the cache is bounded in bytes (keys, values
 //!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
-//! - A key created in the cache starts decoded in a hot table (up to 262,144 keys), so
-//!   short-lived keys (a pattern's partial match) are never encoded until a checkpoint; when
-//!   it fills, keys move to the compact table, encoded.
+//! - A key created in the cache starts decoded in a hot table, so short-lived keys (a
+//!   pattern's partial match) are never encoded until a checkpoint; the hot table is bounded
+//!   in bytes too (a sixteenth of the cache, [`HotBudget`]: its key capacity follows the size
+//!   of the values it encodes), and when it fills, its oldest keys (by generation: one per
+//!   half of its capacity of new keys) move to the compact table, encoded.
 //! - A hit in the compact table decodes the value and encodes it back in place: no key
 //!   allocation, no RocksDB access.
 //! - A key created and removed between two checkpoints (a pattern's partial match, a splice
@@ -15,8 +17,10 @@
 //! - When the cache is full it writes its dirty entries and evicts removed keys and clean ones
 //!   until it is half full, instead of dropping everything (which made every live key a
 //!   RocksDB read again).
-//! - Writes go to RocksDB in key order (the memtable inserts consecutive keys fastest), in
-//!   batches of a few MB.
+//! - Writes go to RocksDB in key order (the memtable inserts consecutive keys fastest) within
+//!   each batch of 65,536, so a flush never lists every dirty key at once.
+//! - Keys taken out of the compact table and not put back are forgotten once they are a
+//!   quarter of it (or at the next flush), instead of being kept as absent markers.
 //! - Keys are hashed with a fast multiplicative hash (the state is the task's own, not
 //!   attacker-facing). RocksDB keys are `<name>\0<key>` as in [`crate::state::KeyedState`];
 //!   values written by earlier builds as JSON are still read.
@@ -24,6 +28,7 @@
 //! [`flush`](WorkloadState::flush) writes every dirty entry; the adapter calls it at each
 //! checkpoint barrier.
 
+use super::hot_budget::HotBudget;
 use super::{StateBackendError, StateMap};
 use crate::state::{codec, StateHandle};
 use hashbrown::HashTable;
@@ -152,16 +157,6 @@ impl Entry {
         self.data = data.into_boxed_slice();
         self.cost() as isize - before as isize
     }
-    /// Drops the value, keeping the key; returns the cost freed.
-    fn clear_value(&mut self) -> usize {
-        let value_at = self.split().0;
-        if self.data.len() == value_at {
-            return 0;
-        }
-        let before = self.cost();
-        self.data = self.data[..value_at].to_vec().into_boxed_slice();
-        before - self.cost()
-    }
     fn table_hash(&self) -> u64 {
         spread(self.hash)
     }
@@ -192,15 +187,17 @@ struct HotEntry<V> {
     hash: u32,
     /// `DIRTY` and `STORED` (present is `value.is_some()`).
     flags: u8,
+    /// The hot table's generation when the key was created (demotion moves older ones first).
+    born: u16,
     /// Boxed: the table's slots stay 32 bytes whatever `V` is (a table of 262,144 keys has
     /// 524,288 slots, and rehashing holds the old and the new one).
     value: Option<Box<V>>,
 }
 
-/// Keys kept decoded: at most this many ...
-const HOT_ENTRIES_MAX: usize = 262_144;
-/// ... and one per this many bytes of the cache's capacity.
-const HOT_BYTES_PER_ENTRY: usize = 512;
+/// The hot table's byte budget is the cache's capacity over this.
+const HOT_SHARE: usize = 16;
+/// Writes a flush sorts and hands to RocksDB at a time.
+const FLUSH_OPS: usize = 65_536;
 /// The hot table forgets removed keys RocksDB never held once there are more than this many
 /// and they are at least half of it (so it does not fill with them between checkpoints).
 const HOT_DROPPED_SWEEP: usize = 4_096;
@@ -216,11 +213,18 @@ pub struct WorkloadState<V> {
     scratch: Vec<u8>,
     /// Keys created in the cache, decoded (short-lived keys live and die here).
     hot: HashTable<HotEntry<V>>,
-    hot_capacity: usize,
+    hot_budget: HotBudget,
+    /// The generation new hot keys are born in: it moves on every half of the hot table's
+    /// capacity of new keys, and demotion moves the oldest generations first.
+    hot_generation: u16,
+    /// Keys born in the current generation.
+    hot_born: usize,
     /// Entries of `hot` without a value that RocksDB does not hold (removed, nothing to write).
     hot_dropped: usize,
     /// Keys with encoded values: demoted from `hot` or read from RocksDB.
     table: HashTable<Entry>,
+    /// Entries of `table` taken out that RocksDB does not hold (garbage unless put back).
+    table_dropped: usize,
     capacity_bytes: usize,
     used_bytes: usize,
 }
@@ -240,9 +244,21 @@ fn encode<V: Serialize>(key: &[u8], value: &V, out: &mut Vec<u8>) -> Result<(), 
 
 impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
     /// The state named `name` (a key prefix) in `handle`'s column family, caching up to
-    /// `capacity_bytes` of keys and encoded values (entry overhead included) plus up to one
-    /// decoded new key per 512 bytes of that (at most 262,144).
+    /// `capacity_bytes` of keys and encoded values (entry overhead included) plus new keys
+    /// decoded up to an estimated sixteenth of that.
     pub fn new(handle: StateHandle, name: &str, capacity_bytes: usize) -> Self {
+        let hot_bytes = capacity_bytes.max(16 * entry_cost(64)) / HOT_SHARE;
+        Self::with_hot_bytes(handle, name, capacity_bytes, hot_bytes)
+    }
+
+    /// Like [`WorkloadState::new`], with the hot table's decoded entries estimated at no more
+    /// than `hot_bytes`.
+    pub fn with_hot_bytes(
+        handle: StateHandle,
+        name: &str,
+        capacity_bytes: usize,
+        hot_bytes: usize,
+    ) -> Self {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
         let capacity_bytes = capacity_bytes.max(16 * entry_cost(64));
@@ -252,9 +268,12 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             prefix,
             scratch: Vec::new(),
             hot: HashTable::new(),
-            hot_capacity: (capacity_bytes / HOT_BYTES_PER_ENTRY).clamp(4, HOT_ENTRIES_MAX),
+            hot_budget: HotBudget::new(hot_bytes),
+            hot_generation: 0,
+            hot_born: 0,
             hot_dropped: 0,
             table: HashTable::new(),
+            table_dropped: 0,
             capacity_bytes,
             used_bytes: 0,
         }
@@ -285,6 +304,7 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             scratch,
             hot,
             table,
+            hot_budget,
             ..
         } = self;
         // hot values are encoded into `scratch` first
@@ -301,7 +321,11 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
                 None => {}
             }
         }
-        let mut ops: Vec<WriteOp<'_>> = table
+        hot_budget.observe(
+            scratch.len(),
+            hot_dirty.iter().filter(|(_, v)| v.is_some()).count(),
+        );
+        let mut table_ops = table
             .iter()
             .filter(|e| e.has(DIRTY) && (e.has(PRESENT) || e.has(STORED)))
             .map(|e| {
@@ -310,31 +334,42 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
                     e.key(),
                     e.has(PRESENT).then(|| e.value()),
                 )
-            })
-            .collect();
-        ops.extend(
-            hot_dirty
-                .into_iter()
-                .map(|(k, v)| (order_prefix(k), k, v.map(|r| &scratch[r]))),
-        );
-        if !ops.is_empty() {
+            });
+        let mut hot_ops = hot_dirty
+            .into_iter()
+            .map(|(k, v)| (order_prefix(k), k, v.map(|r| &scratch[r])));
+        // a bounded batch of writes at a time, each in key order
+        let mut ops: Vec<WriteOp<'_>> = Vec::new();
+        loop {
+            ops.clear();
+            ops.extend(table_ops.by_ref().take(FLUSH_OPS));
+            ops.extend(hot_ops.by_ref().take(FLUSH_OPS - ops.len()));
+            if ops.is_empty() {
+                break;
+            }
             ops.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
             handle
                 .write_ordered(prefix, ops.iter().map(|&(_, k, v)| (k, v)))
                 .map_err(|e| backend("writing", e))?;
         }
         drop(ops);
-        let mut freed = 0;
         for e in table.iter_mut().filter(|e| e.has(DIRTY)) {
             e.flags &= !(DIRTY | STORED);
             if e.has(PRESENT) {
                 e.flags |= STORED;
-            } else {
-                // known absent now: keep only the key
-                freed += e.clear_value();
             }
         }
+        // removed keys are known absent from RocksDB now: forget them (a read finds nothing)
+        let mut freed = 0;
+        table.retain(|e| {
+            if e.has(PRESENT) {
+                return true;
+            }
+            freed += e.cost();
+            false
+        });
         self.used_bytes -= freed;
+        self.table_dropped = 0;
         // removed hot keys are gone from RocksDB now (or never reached it)
         self.hot_dropped = 0;
         hot.retain(|e| {
@@ -344,6 +379,21 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             e.value.is_some()
         });
         Ok(())
+    }
+
+    /// Forgets compact entries taken out and not put back that RocksDB does not hold (nothing
+    /// to write for them; a later read of the key finds nothing in RocksDB either).
+    fn sweep_table(&mut self) {
+        let mut freed = 0;
+        self.table.retain(|e| {
+            if e.has(PRESENT) || e.has(STORED) {
+                return true;
+            }
+            freed += e.cost();
+            false
+        });
+        self.used_bytes -= freed;
+        self.table_dropped = 0;
     }
 
     /// Makes room in the compact table: writes dirty entries, forgets removed keys, then
@@ -372,22 +422,34 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             .extract_if(|e| e.value.is_none())
             .filter(|e| e.flags & STORED != 0)
             .collect();
-        let mut excess = self.hot.len().saturating_sub(self.hot_capacity / 2);
-        moving.extend(self.hot.extract_if(|_| {
-            let out = excess > 0;
-            excess = excess.saturating_sub(1);
-            out
-        }));
+        let mut excess = self
+            .hot
+            .len()
+            .saturating_sub(self.hot_budget.capacity() / 2);
+        // the oldest keys first (a new key is usually used again soon): generations older
+        // than the previous one, then the previous one, then the current one
+        let current = self.hot_generation;
+        for min_age in [2u16, 1, 0] {
+            moving.extend(self.hot.extract_if(|e| {
+                let out = excess > 0 && current.wrapping_sub(e.born) >= min_age;
+                excess -= usize::from(out);
+                out
+            }));
+        }
+        let (mut encoded, mut values) = (0, 0);
         for e in moving {
             self.scratch.clear();
             let mut flags = e.flags;
             if let Some(v) = &e.value {
                 encode(&e.key, v, &mut self.scratch)?;
                 flags |= PRESENT;
+                encoded += self.scratch.len();
+                values += 1;
             }
             let entry = Entry::new(e.hash, &e.key, &self.scratch, flags);
             self.insert(entry)?;
         }
+        self.hot_budget.observe(encoded, values);
         Ok(())
     }
 
@@ -445,6 +507,14 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             let v = codec::decode(e.value())
                 .map_err(|err| backend(&format!("decoding the cached value of '{key}'"), err))?;
             e.flags = (e.flags & !PRESENT) | DIRTY;
+            if !e.has(STORED) {
+                self.table_dropped += 1;
+                if self.table_dropped > HOT_DROPPED_SWEEP
+                    && self.table_dropped * 4 > self.table.len()
+                {
+                    self.sweep_table();
+                }
+            }
             return Ok(Some(v));
         }
         if let Some(e) = self
@@ -476,6 +546,9 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             .table
             .find_mut(spread(hash), |e| e.hash == hash && e.key() == k)
         {
+            if !e.has(PRESENT) && !e.has(STORED) {
+                self.table_dropped = self.table_dropped.saturating_sub(1);
+            }
             self.scratch.clear();
             encode(k, &value, &mut self.scratch)?;
             let grew = e.set_value(&self.scratch);
@@ -497,7 +570,7 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             e.flags |= DIRTY;
             return Ok(());
         }
-        if self.hot.len() >= self.hot_capacity {
+        if self.hot.len() >= self.hot_budget.capacity() {
             self.demote()?;
         } else if self.hot_dropped > HOT_DROPPED_SWEEP && self.hot_dropped * 2 > self.hot.len() {
             self.hot
@@ -508,8 +581,14 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
             key: k.into(),
             hash,
             flags: DIRTY,
+            born: self.hot_generation,
             value: Some(Box::new(value)),
         };
+        self.hot_born += 1;
+        if self.hot_born * 2 >= self.hot_budget.capacity() {
+            self.hot_generation = self.hot_generation.wrapping_add(1);
+            self.hot_born = 0;
+        }
         self.hot
             .insert_unique(spread(hash), entry, |e| spread(e.hash));
         Ok(())
@@ -517,6 +596,16 @@ impl<V: Serialize + DeserializeOwned> StateMap<V> for WorkloadState<V> {
 }
 
 impl<V> WorkloadState<V> {
+    /// Whether `key` is in the hot table (for tests).
+    #[cfg(test)]
+    fn is_hot(&self, key: &str) -> bool {
+        let k = key.as_bytes();
+        let hash = hash_key(k);
+        self.hot
+            .find(spread(hash), |e| e.hash == hash && *e.key == *k)
+            .is_some()
+    }
+
     /// Whether RocksDB holds `key` as far as the cache knows (for tests).
     #[cfg(test)]
     fn stored(&self, key: &str) -> Option<bool> {
@@ -537,6 +626,7 @@ impl<V> WorkloadState<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::workload::hot_budget;
     use crate::state::{operator_cf, StateStore};
 
     /// Room for about `n` small entries (`k<i>` -> u64).
@@ -650,6 +740,78 @@ mod tests {
             .scan_prefix(b"workload\0")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn demotion_moves_the_oldest_keys_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        // 64 keys at the initial estimate; small values make the estimate (and room) grow
+        let mut s: WorkloadState<u64> = WorkloadState::with_hot_bytes(
+            store.handle(&cf),
+            "workload",
+            128 << 20,
+            64 * hot_budget::INITIAL_ENTRY_BYTES,
+        );
+        // keys born in the current generation are never the ones moved
+        let mut generation_start = 0;
+        for i in 0..2000u64 {
+            let generation = s.hot_generation;
+            s.put(&format!("k{i}"), i).unwrap();
+            for j in generation_start..=i {
+                assert!(s.is_hot(&format!("k{j}")), "k{j} after putting k{i}");
+            }
+            if s.hot_generation != generation {
+                generation_start = i + 1;
+            }
+        }
+        assert!(!s.is_hot("k0"));
+        assert!(s.hot.len() <= s.hot_budget.capacity());
+        assert!(s.hot_budget.capacity() > 64, "u64 values are small");
+        for i in 0..2000u64 {
+            assert_eq!(s.take(&format!("k{i}")).unwrap(), Some(i));
+        }
+    }
+
+    #[test]
+    fn compact_keys_taken_and_not_put_back_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        // a hot table of the minimum size: nearly every key is demoted, encoded
+        let mut s: WorkloadState<u64> =
+            WorkloadState::with_hot_bytes(store.handle(&cf), "workload", 128 << 20, 0);
+        s.put("stored", 1).unwrap();
+        s.flush().unwrap();
+        let n = 40_000u64;
+        for i in 0..n {
+            s.put(&format!("k{i}"), i).unwrap();
+        }
+        assert!(s.cached() > n as usize - 10);
+        let before = s.cached_bytes();
+        for i in 0..n {
+            assert_eq!(s.take(&format!("k{i}")).unwrap(), Some(i));
+        }
+        assert!(
+            s.cached() < n as usize / 3,
+            "{} keys cached: swept as they were taken",
+            s.cached()
+        );
+        assert!(s.cached_bytes() < before / 3);
+        assert_eq!(s.take("stored").unwrap(), Some(1));
+        s.flush().unwrap();
+        assert_eq!(s.cached(), 0, "removed keys are not kept as absent markers");
+        assert_eq!(s.cached_bytes(), 0);
+        assert!(store
+            .handle(&cf)
+            .scan_prefix(b"workload\0")
+            .unwrap()
+            .is_empty());
+        let mut fresh: WorkloadState<u64> =
+            WorkloadState::new(store.handle(&cf), "workload", 128 << 20);
+        assert_eq!(fresh.take("stored").unwrap(), None);
+        assert_eq!(fresh.take("k5").unwrap(), None);
     }
 
     #[test]
