@@ -318,11 +318,41 @@ pub struct KeyedState<V> {
     handle: StateHandle,
     prefix: Vec<u8>,
     cache: HashMap<String, Slot<V>>,
+    /// The most keys cached: the smaller of the count given and [`KEYED_CACHE_BYTES`] over
+    /// the estimated size of an entry.
     capacity: usize,
+    max_keys: usize,
+    /// Estimated bytes of one cached entry (learned from the encoded size at each flush).
+    entry_bytes: usize,
+}
+
+/// Bytes of decoded entries one [`KeyedState`] caches at most (estimated).
+pub const KEYED_CACHE_BYTES: usize = 16 << 20;
+/// The estimate of a cached entry before the first flush.
+const KEYED_ENTRY_BYTES: usize = 256;
+/// Bytes of a cached entry besides its decoded value: its hash table bucket (with slack) and
+/// the key's allocation.
+const KEYED_ENTRY_OVERHEAD: usize = 128;
+
+/// The estimated bytes of a cached entry after a flush encoded `entries` values (keys
+/// included) in `encoded` bytes, from the estimate `before`: halfway towards four times the
+/// mean encoding plus the entry overhead.
+fn keyed_entry_estimate(before: usize, encoded: usize, entries: usize) -> usize {
+    if entries == 0 {
+        return before;
+    }
+    let seen = KEYED_ENTRY_OVERHEAD + 4 * encoded.div_ceil(entries);
+    (before + seen).div_ceil(2)
+}
+
+/// Keys a cache of at most `max_keys` holds when an entry is estimated at `entry_bytes`.
+fn keyed_capacity(max_keys: usize, entry_bytes: usize) -> usize {
+    (KEYED_CACHE_BYTES / entry_bytes.max(1)).clamp(16, max_keys.max(16))
 }
 
 impl<V: Serialize + DeserializeOwned> KeyedState<V> {
-    /// A state named `name` (a key prefix) in `handle`'s column family.
+    /// A state named `name` (a key prefix) in `handle`'s column family, caching at most
+    /// `capacity` keys and about [`KEYED_CACHE_BYTES`].
     pub fn new(handle: StateHandle, name: &str, capacity: usize) -> Self {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
@@ -330,7 +360,9 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             handle,
             prefix,
             cache: HashMap::new(),
-            capacity: capacity.max(16),
+            capacity: keyed_capacity(capacity, KEYED_ENTRY_BYTES),
+            max_keys: capacity,
+            entry_bytes: KEYED_ENTRY_BYTES,
         }
     }
 
@@ -480,6 +512,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
         dirty.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut scratch = Vec::new();
         let mut at = Vec::with_capacity(FLUSH_CHUNK.min(dirty.len()));
+        let (mut encoded, mut values) = (0, 0);
         for chunk in dirty.chunks(FLUSH_CHUNK) {
             scratch.clear();
             at.clear();
@@ -494,6 +527,8 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
                     None => None,
                 });
             }
+            encoded += scratch.len() + chunk.iter().map(|(k, _)| k.len()).sum::<usize>();
+            values += at.iter().filter(|r| r.is_some()).count();
             self.handle.write_ordered(
                 &self.prefix,
                 chunk
@@ -503,6 +538,8 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             )?;
         }
         drop(dirty);
+        self.entry_bytes = keyed_entry_estimate(self.entry_bytes, encoded, values);
+        self.capacity = keyed_capacity(self.max_keys, self.entry_bytes);
         for slot in self.cache.values_mut().filter(|s| s.dirty) {
             slot.dirty = false;
             // a removed key RocksDB never held is dropped below: nothing was written for it
@@ -568,6 +605,40 @@ mod tests {
         h.write_batch((0..n).map(|i| (format!("k{i:06}").into_bytes(), Some(vec![1u8]))))
             .unwrap();
         assert_eq!(h.scan_prefix(b"k").unwrap().len(), n);
+    }
+
+    #[test]
+    fn the_cache_holds_fewer_keys_as_its_values_grow() {
+        assert_eq!(keyed_capacity(100_000, KEYED_ENTRY_BYTES), 65_536);
+        assert_eq!(
+            keyed_capacity(1_000, KEYED_ENTRY_BYTES),
+            1_000,
+            "the count still bounds"
+        );
+        assert_eq!(keyed_capacity(100_000, 1 << 30), 16, "never below 16");
+        // 100-byte encodings: 128 + 400 per entry, approached halfway per flush
+        let mut e = KEYED_ENTRY_BYTES;
+        for _ in 0..20 {
+            e = keyed_entry_estimate(e, 100 * 50, 50);
+        }
+        assert!((526..=530).contains(&e), "{e}");
+        assert_eq!(
+            keyed_entry_estimate(e, 999, 0),
+            e,
+            "nothing encoded: unchanged"
+        );
+        assert_eq!(keyed_capacity(100_000, e), KEYED_CACHE_BYTES / e);
+        // a real flush moves the estimate
+        let dir = tempfile::tempdir().unwrap();
+        let cf = operator_cf("w");
+        let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
+        let mut s: KeyedState<String> = KeyedState::new(store.handle(&cf), "s", 1_000_000);
+        for i in 0..100 {
+            s.put(&format!("k{i}"), "x".repeat(1000)).unwrap();
+        }
+        s.flush().unwrap();
+        assert!(s.entry_bytes > 2000, "{}", s.entry_bytes);
+        assert_eq!(s.capacity, KEYED_CACHE_BYTES / s.entry_bytes);
     }
 
     #[test]
