@@ -40,7 +40,7 @@ fn cache_bytes() -> usize {
         .saturating_mul(1 << 20)
 }
 /// Environment variable setting the MiB of decoded new keys the cache keeps (its hot table,
-/// estimated from their encoded size; default a sixteenth of the cache, 8 MiB): more keeps
+/// estimated from their encoded size; default a sixty-fourth of the cache, 2 MiB): more keeps
 /// long-lived keys such as pattern's partial matches decoded (less CPU, more memory).
 pub const HOT_MIB_ENV: &str = "WEIR_WORKLOAD_HOT_MIB";
 

@@ -6,7 +6,7 @@
 //!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
 //! - A key created in the cache starts decoded in a hot table, so short-lived keys (a
 //!   pattern's partial match) are never encoded until a checkpoint; the hot table is bounded
-//!   in bytes too (a sixteenth of the cache, [`HotBudget`]: its key capacity follows the size
+//!   in bytes too (a sixty-fourth of the cache, [`HotBudget`]: its key capacity follows the size
 //!   of the values it encodes), and when it fills, its oldest keys (by generation: one per
 //!   half of its capacity of new keys) move to the compact table, encoded.
 //! - A hit in the compact table decodes the value and encodes it back in place: no key
@@ -195,7 +195,7 @@ struct HotEntry<V> {
 }
 
 /// The hot table's byte budget is the cache's capacity over this.
-const HOT_SHARE: usize = 16;
+const HOT_SHARE: usize = 64;
 /// Writes a flush sorts and hands to RocksDB at a time.
 const FLUSH_OPS: usize = 65_536;
 /// The hot table forgets removed keys RocksDB never held once there are more than this many
@@ -245,7 +245,7 @@ fn encode<V: Serialize>(key: &[u8], value: &V, out: &mut Vec<u8>) -> Result<(), 
 impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
     /// The state named `name` (a key prefix) in `handle`'s column family, caching up to
     /// `capacity_bytes` of keys and encoded values (entry overhead included) plus new keys
-    /// decoded up to an estimated sixteenth of that.
+    /// decoded up to an estimated sixty-fourth of that.
     pub fn new(handle: StateHandle, name: &str, capacity_bytes: usize) -> Self {
         let hot_bytes = capacity_bytes.max(16 * entry_cost(64)) / HOT_SHARE;
         Self::with_hot_bytes(handle, name, capacity_bytes, hot_bytes)
