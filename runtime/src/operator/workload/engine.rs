@@ -40,7 +40,8 @@ fn cache_bytes() -> usize {
         .saturating_mul(1 << 20)
 }
 /// Environment variable setting the MiB of decoded new keys the cache keeps (its hot table,
-/// estimated from their encoded size; default a sixty-fourth of the cache, 2 MiB): more keeps
+/// estimated from their encoded size; default: pattern a sixty-fourth of the cache, 2 MiB, the
+/// other operators up to 262,144 keys, `WorkloadOperator::hot_cache_share`): more keeps
 /// long-lived keys such as pattern's partial matches decoded (less CPU, more memory).
 pub const HOT_MIB_ENV: &str = "WEIR_WORKLOAD_HOT_MIB";
 
@@ -307,12 +308,14 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
             operator: self.op.name().to_string(),
             source,
         })?;
-        self.state = Some(match hot_bytes() {
-            Some(hot) => {
-                WorkloadState::with_hot_bytes(state.clone(), STATE_NAME, cache_bytes(), hot)
-            }
-            None => WorkloadState::new(state.clone(), STATE_NAME, cache_bytes()),
-        });
+        let cache = cache_bytes();
+        let hot = hot_bytes().unwrap_or(cache / self.op.hot_cache_share().max(1));
+        self.state = Some(WorkloadState::with_hot_bytes(
+            state.clone(),
+            STATE_NAME,
+            cache,
+            hot,
+        ));
         // No engine context yet: collect what on_start emits (re-issued lookups) and send it
         // with the first call that has one.
         let Some(st) = self.state.as_mut() else {
