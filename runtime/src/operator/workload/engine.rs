@@ -40,7 +40,7 @@ fn cache_bytes() -> usize {
         .saturating_mul(1 << 20)
 }
 /// Environment variable setting the MiB of decoded new keys the cache keeps (its hot table,
-/// estimated from their encoded size; default: pattern a sixty-fourth of the cache, 2 MiB, the
+/// estimated from their encoded size; default: pattern 1/128 of the cache, 1 MiB, the
 /// other operators up to 262,144 keys, `WorkloadOperator::hot_cache_share`): more keeps
 /// long-lived keys such as pattern's partial matches decoded (less CPU, more memory).
 pub const HOT_MIB_ENV: &str = "WEIR_WORKLOAD_HOT_MIB";

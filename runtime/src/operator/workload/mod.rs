@@ -166,7 +166,7 @@ pub trait WorkloadOperator: Send + 'static {
 
     /// The share of the state cache its hot table of decoded keys may take (its budget is the
     /// cache's capacity over this): 1, as good as unbounded (at most 262,144 keys), for state
-    /// whose keys are small or short-lived; pattern's long-lived partial matches take 64.
+    /// whose keys are small or short-lived; pattern's long-lived partial matches take 128.
     fn hot_cache_share(&self) -> usize {
         1
     }

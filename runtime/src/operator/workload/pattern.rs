@@ -386,7 +386,7 @@ impl WorkloadOperator for Pattern {
     fn hot_cache_share(&self) -> usize {
         // partial matches live for `within` and hold whole events: a hundred thousand of them
         // decoded took 60 MiB; encoded they take a fifth of that
-        64
+        128
     }
 
     fn fields_needed(

@@ -6,7 +6,7 @@
 //!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
 //! - A key created in the cache starts decoded in a hot table, so short-lived keys (a
 //!   pattern's partial match) are never encoded until a checkpoint; the hot table is bounded
-//!   in bytes too (by default a sixty-fourth of the cache, [`HotBudget`]: its key capacity follows the size
+//!   in bytes too (by default 1/64 of the cache, [`HotBudget`]: its key capacity follows the size
 //!   of the values it encodes), and when it fills, its oldest keys (by generation: one per
 //!   half of its capacity of new keys) move to the compact table, encoded.
 //! - A hit in the compact table decodes the value and encodes it back in place: no key
