@@ -230,8 +230,35 @@ pub async fn install_with(
     for value in &extra {
         args.extend(["--set-string", value]);
     }
+    delete_failed_pods(client, release.namespace).await?;
     run(&helm.to_string_lossy(), &args)?;
     wait_operator_ready(client, release.namespace, release.name).await
+}
+
+/// Deletes the pods in phase Failed (evicted ones, e.g. under disk pressure) of `namespace`.
+/// The operator Deployment rolls out with `Recreate` (it uses the host network), and the
+/// Kubernetes 1.20 Deployment controller re-checks such a rollout on a pod deletion only when
+/// no pod of the Deployment is left, counting Failed ones: a single evicted pod from an earlier
+/// run would hold every later rollout until some unrelated resync.
+async fn delete_failed_pods(client: &Client, namespace: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let failed = match pods
+        .list(&ListParams::default().fields("status.phase=Failed"))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e).context(format!("listing failed pods in {namespace}")),
+    };
+    for pod in failed {
+        let name = pod.metadata.name.unwrap_or_default();
+        match pods.delete(&name, &Default::default()).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Ok(_) => {}
+            Err(e) => return Err(e).context(format!("deleting failed pod {namespace}/{name}")),
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the release's Deployment (`<release>-operator`; every release name used here
