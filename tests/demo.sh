@@ -19,10 +19,12 @@ cargo build --release --locked -p weir-operator -p weir-runtime
 bash tests/cluster/image.sh weir-operator 0.1.0 "$CARGO_TARGET_DIR/release/weir-operator"
 bash tests/cluster/image.sh weir-runtime 0.1.0 "$CARGO_TARGET_DIR/release/weir-runtime"
 
-log "installing the chart"
+log "installing the chart (the operator watches the default namespace only: the end-to-end
+suites install their own operators, and two operators acting on one job would fight)"
 kubectl create namespace weir-system --dry-run=client -o yaml | kubectl apply -f -
 python3 tests/cluster/helm.py upgrade --install weir charts/weir --namespace weir-system \
-  --set hostNetwork=true --set apiServerOverride.host=127.0.0.1 --set apiServerOverride.port=6443
+  --set hostNetwork=true --set apiServerOverride.host=127.0.0.1 --set apiServerOverride.port=6443 \
+  --set 'watchNamespaces={default}'
 kubectl -n weir-system rollout status deployment/weir-operator --timeout=180s
 
 log "applying examples/quickstart.yaml"

@@ -57,6 +57,22 @@ done
 export WEIR_E2E_OPERATOR_BIN="$WEIR_CACHE/image-bin/weir-operator"
 export WEIR_E2E_RUNTIME_BIN="$WEIR_CACHE/image-bin/weir-runtime"
 
+step "no other Weir operator acting on every namespace"
+# An operator installed by hand or by an older tests/demo.sh that watches all namespaces would
+# reconcile the suites' StreamJobs too (final checkpoints, pod restarts) and make them flaky.
+kubectl get deployments --all-namespaces -l app.kubernetes.io/name=weir,app.kubernetes.io/component=operator -o json |
+  python3 -c '
+import json, sys
+for d in json.load(sys.stdin)["items"]:
+    ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
+    env = {e["name"]: e.get("value", "") for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    if not ns.startswith("weir-e2e") and not env.get("WEIR_NAMESPACES") and d["spec"].get("replicas", 1) > 0:
+        print(ns, name)
+' | while read -r ns name; do
+  log "scaling $ns/$name to 0: it watches every namespace, so it would act on the suites' jobs (tests/demo.sh installs it again, watching only default)"
+  kubectl -n "$ns" scale deployment "$name" --replicas=0
+done
+
 step "end-to-end suites"
 WEIR_E2E=1 cargo nextest run --locked -p weir-e2e --no-fail-fast --test-threads 1
 step "all tests passed"

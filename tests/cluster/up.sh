@@ -47,8 +47,12 @@ default_sa_ready() {
   [[ -n "$(kc -n default get serviceaccount default -o jsonpath='{.secrets[0].name}' 2>/dev/null)" ]]
 }
 
+# Bump when the kubelet configuration below changes: a running cluster is then brought up again
+# (the kubelet restarts with the new configuration; pods keep running).
+KUBELET_CONFIG_VERSION=2
 all_up=1
 for c in "${COMPONENTS[@]}"; do pid_alive "$c" || all_up=0; done
+[[ "$(cat "$D/kubelet/config-version" 2>/dev/null)" == "$KUBELET_CONFIG_VERSION" ]] || all_up=0
 if ((all_up)) && apiserver_ready && kubelet_healthy && node_ready; then
   log "cluster already up (node $WEIR_NODE_NAME Ready); KUBECONFIG=$KUBECONFIG_FILE"
   exit 0
@@ -265,6 +269,7 @@ fi
 # --------------------------------------------------------------------------
 KL="$D/kubelet"
 mkdir -p "$KL/root" "$KL/volume-plugins"
+old_kubelet_config="$(cat "$KL/config.yaml" 2>/dev/null || true)"
 cat >"$KL/config.yaml" <<KCFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -289,14 +294,22 @@ clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 maxPods: 110
 serializeImagePulls: false
-imageGCHighThresholdPercent: 95
-imageGCLowThresholdPercent: 90
+# no image garbage collection: the images are imported from local binaries and cannot be
+# pulled again, so a collected image would leave its pods in ErrImageNeverPull for good
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 evictionHard:
   memory.available: 100Mi
   nodefs.available: 2%
   imagefs.available: 2%
   nodefs.inodesFree: 2%
 KCFG
+if pid="$(pid_of kubelet)" && [[ "$(cat "$KL/config.yaml")" != "$old_kubelet_config" ]]; then
+  log "the kubelet configuration changed: restarting the kubelet (pid $pid; its pods keep running)"
+  kill "$pid"
+  for _ in $(seq 1 50); do pid_alive kubelet || break; sleep 0.2; done
+fi
+echo "$KUBELET_CONFIG_VERSION" >"$KL/config-version"
 KUBELET_T0="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 pid_alive kubelet && KUBELET_T0=""
 start_daemon kubelet "$K8S_BIN/kubelet" \
