@@ -446,6 +446,15 @@ pub fn confirm_last_record(
             ));
             return None;
         }
+        if a > e {
+            // A newer complete checkpoint holds everything the expected one does: the pods
+            // restored `e`, checkpointed, and restarted before this confirmation. Nothing fell
+            // back, so the reason stays and no warning is raised.
+            last.note = Some(format!(
+                "the pods restored checkpoint {a}, newer than {e}: they had restored {e}, checkpointed and restarted before the restore was confirmed"
+            ));
+            return None;
+        }
     }
     if expected.is_some() {
         last.reason = FALLBACK.to_string();
@@ -707,6 +716,22 @@ pipeline:
             revision: Some("r2".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_newer_checkpoint_than_expected_is_no_fallback() {
+        let mut records = vec![rec(Some(9))];
+        assert_eq!(
+            confirm_last_record(&mut records, &[pod(Some(12))], "file:///c", "ns", "j"),
+            None,
+            "no warning"
+        );
+        assert!(records[0].confirmed);
+        assert_eq!(records[0].reason, "upgrade", "not a fallback");
+        assert_eq!(records[0].checkpoint_id, Some(12));
+        assert_eq!(records[0].path.as_deref(), Some("file:///c/ns/j/chk-12"));
+        let note = records[0].note.as_deref().unwrap_or_default();
+        assert!(note.contains("newer than 9"), "{note}");
     }
 
     #[test]
