@@ -5,8 +5,10 @@
 //! thrown away and the task restores from the checkpoint it is told to use.
 
 pub mod codec;
+pub mod entry_budget;
 pub mod memory;
 
+use entry_budget::EntryBudget;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB,
 };
@@ -319,11 +321,8 @@ pub struct KeyedState<V> {
     prefix: Vec<u8>,
     cache: HashMap<String, Slot<V>>,
     /// The most keys cached: the smaller of the count given and [`KEYED_CACHE_BYTES`] over
-    /// the estimated size of an entry.
-    capacity: usize,
-    max_keys: usize,
-    /// Estimated bytes of one cached entry (learned from the encoded size at each flush).
-    entry_bytes: usize,
+    /// the estimated size of an entry (learned from the encoded size at each flush).
+    budget: EntryBudget,
 }
 
 /// Bytes of decoded entries one [`KeyedState`] caches at most (estimated).
@@ -334,20 +333,16 @@ const KEYED_ENTRY_BYTES: usize = 256;
 /// the key's allocation.
 const KEYED_ENTRY_OVERHEAD: usize = 128;
 
-/// The estimated bytes of a cached entry after a flush encoded `entries` values (keys
-/// included) in `encoded` bytes, from the estimate `before`: halfway towards four times the
-/// mean encoding plus the entry overhead.
-fn keyed_entry_estimate(before: usize, encoded: usize, entries: usize) -> usize {
-    if entries == 0 {
-        return before;
-    }
-    let seen = KEYED_ENTRY_OVERHEAD + 4 * encoded.div_ceil(entries);
-    (before + seen).div_ceil(2)
-}
-
-/// Keys a cache of at most `max_keys` holds when an entry is estimated at `entry_bytes`.
-fn keyed_capacity(max_keys: usize, entry_bytes: usize) -> usize {
-    (KEYED_CACHE_BYTES / entry_bytes.max(1)).clamp(16, max_keys.max(16))
+/// The budget of a cache of at most `max_keys` keys and about [`KEYED_CACHE_BYTES`] (never
+/// fewer than 16 keys).
+fn keyed_budget(max_keys: usize) -> EntryBudget {
+    EntryBudget::new(
+        KEYED_CACHE_BYTES,
+        KEYED_ENTRY_BYTES,
+        KEYED_ENTRY_OVERHEAD,
+        16,
+        max_keys,
+    )
 }
 
 impl<V: Serialize + DeserializeOwned> KeyedState<V> {
@@ -360,9 +355,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             handle,
             prefix,
             cache: HashMap::new(),
-            capacity: keyed_capacity(capacity, KEYED_ENTRY_BYTES),
-            max_keys: capacity,
-            entry_bytes: KEYED_ENTRY_BYTES,
+            budget: keyed_budget(capacity),
         }
     }
 
@@ -386,7 +379,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
         if self.cache.contains_key(key) {
             return Ok(());
         }
-        if self.cache.len() >= self.capacity {
+        if self.cache.len() >= self.budget.capacity() {
             self.flush()?;
             self.cache.clear();
         }
@@ -415,7 +408,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
                 .get_mut(key)
                 .ok_or_else(|| handle.access_err("read", "key vanished from the cache"))?
         } else {
-            if self.cache.len() >= self.capacity {
+            if self.cache.len() >= self.budget.capacity() {
                 self.flush()?;
                 self.cache.clear();
             }
@@ -448,7 +441,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: &str, value: V) -> Result<(), StateError> {
-        if !self.cache.contains_key(key) && self.cache.len() >= self.capacity {
+        if !self.cache.contains_key(key) && self.cache.len() >= self.budget.capacity() {
             self.flush()?;
             self.cache.clear();
         }
@@ -471,7 +464,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             self.cache.remove(key);
             return Ok(());
         }
-        if !self.cache.contains_key(key) && self.cache.len() >= self.capacity {
+        if !self.cache.contains_key(key) && self.cache.len() >= self.budget.capacity() {
             self.flush()?;
             self.cache.clear();
         }
@@ -538,8 +531,7 @@ impl<V: Serialize + DeserializeOwned> KeyedState<V> {
             )?;
         }
         drop(dirty);
-        self.entry_bytes = keyed_entry_estimate(self.entry_bytes, encoded, values);
-        self.capacity = keyed_capacity(self.max_keys, self.entry_bytes);
+        self.budget.observe(encoded, values);
         for slot in self.cache.values_mut().filter(|s| s.dirty) {
             slot.dirty = false;
             // a removed key RocksDB never held is dropped below: nothing was written for it
@@ -609,25 +601,25 @@ mod tests {
 
     #[test]
     fn the_cache_holds_fewer_keys_as_its_values_grow() {
-        assert_eq!(keyed_capacity(100_000, KEYED_ENTRY_BYTES), 65_536);
+        assert_eq!(keyed_budget(100_000).capacity(), 65_536);
         assert_eq!(
-            keyed_capacity(1_000, KEYED_ENTRY_BYTES),
+            keyed_budget(1_000).capacity(),
             1_000,
             "the count still bounds"
         );
-        assert_eq!(keyed_capacity(100_000, 1 << 30), 16, "never below 16");
+        let mut huge = keyed_budget(100_000);
+        huge.observe(1 << 30, 1);
+        assert_eq!(huge.capacity(), 16, "never below 16");
         // 100-byte encodings: 128 + 400 per entry, approached halfway per flush
-        let mut e = KEYED_ENTRY_BYTES;
+        let mut b = keyed_budget(100_000);
         for _ in 0..20 {
-            e = keyed_entry_estimate(e, 100 * 50, 50);
+            b.observe(100 * 50, 50);
         }
+        let e = b.entry_bytes();
         assert!((526..=530).contains(&e), "{e}");
-        assert_eq!(
-            keyed_entry_estimate(e, 999, 0),
-            e,
-            "nothing encoded: unchanged"
-        );
-        assert_eq!(keyed_capacity(100_000, e), KEYED_CACHE_BYTES / e);
+        b.observe(999, 0);
+        assert_eq!(b.entry_bytes(), e, "nothing encoded: unchanged");
+        assert_eq!(b.capacity(), KEYED_CACHE_BYTES / e);
         // a real flush moves the estimate
         let dir = tempfile::tempdir().unwrap();
         let cf = operator_cf("w");
@@ -637,8 +629,11 @@ mod tests {
             s.put(&format!("k{i}"), "x".repeat(1000)).unwrap();
         }
         s.flush().unwrap();
-        assert!(s.entry_bytes > 2000, "{}", s.entry_bytes);
-        assert_eq!(s.capacity, KEYED_CACHE_BYTES / s.entry_bytes);
+        assert!(s.budget.entry_bytes() > 2000, "{}", s.budget.entry_bytes());
+        assert_eq!(
+            s.budget.capacity(),
+            KEYED_CACHE_BYTES / s.budget.entry_bytes()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   and a per-entry overhead), so it holds as many keys as fit rather than a fixed count.
 //! - A key created in the cache starts decoded in a hot table, so short-lived keys (a
 //!   pattern's partial match) are never encoded until a checkpoint; the hot table is bounded
-//!   in bytes too (by default 1/64 of the cache, [`HotBudget`]: its key capacity follows the size
+//!   in bytes too (by default 1/64 of the cache, [`hot_budget`]: its key capacity follows the size
 //!   of the values it encodes), and when it fills, its oldest keys (by generation: one per
 //!   half of its capacity of new keys) move to the compact table, encoded.
 //! - A hit in the compact table decodes the value and encodes it back in place: no key
@@ -28,8 +28,9 @@
 //! [`flush`](WorkloadState::flush) writes every dirty entry; the adapter calls it at each
 //! checkpoint barrier.
 
-use super::hot_budget::HotBudget;
+use super::hot_budget::hot_budget;
 use super::{StateBackendError, StateMap};
+use crate::state::entry_budget::EntryBudget;
 use crate::state::{codec, StateHandle};
 use hashbrown::HashTable;
 use serde::de::DeserializeOwned;
@@ -213,7 +214,7 @@ pub struct WorkloadState<V> {
     scratch: Vec<u8>,
     /// Keys created in the cache, decoded (short-lived keys live and die here).
     hot: HashTable<HotEntry<V>>,
-    hot_budget: HotBudget,
+    hot_budget: EntryBudget,
     /// The generation new hot keys are born in: it moves on every half of the hot table's
     /// capacity of new keys, and demotion moves the oldest generations first.
     hot_generation: u16,
@@ -268,7 +269,7 @@ impl<V: Serialize + DeserializeOwned> WorkloadState<V> {
             prefix,
             scratch: Vec::new(),
             hot: HashTable::new(),
-            hot_budget: HotBudget::new(hot_bytes),
+            hot_budget: hot_budget(hot_bytes),
             hot_generation: 0,
             hot_born: 0,
             hot_dropped: 0,
