@@ -4,7 +4,7 @@
 //! parsed here without serde's per-call machinery; field names are interned (a record's keys
 //! share one allocation per distinct name), and a string equal to the last one seen at the
 //! same field position shares its allocation too. Anything else (escapes, non-integer or very
-//! long numbers, deep nesting, and every error) is left to `serde_json`: [`parse`] then
+//! long numbers, deep nesting, and every error) is left to `serde_json`: [`parse_keeping`] then
 //! returns `None` and the caller parses the whole text with `serde_json`, so the result (and
 //! the error message) is always exactly what `serde_json` gives.
 
@@ -91,15 +91,17 @@ impl ParseCache {
 }
 
 /// Parses `text` as one JSON document, or `None` when `serde_json` must decide (see the
-/// module documentation).
+/// module documentation). [`parse_keeping`] without `keep`; the tests' reference point.
+#[cfg(test)]
 pub fn parse(text: &str, cache: &mut ParseCache) -> Option<Value> {
     parse_keeping(text, cache, None)
 }
 
-/// [`parse`], keeping of a top-level object only the fields named in `keep` (when given):
-/// the others are checked exactly as [`parse`] checks them but never built, so the result is
-/// [`parse`]'s with the other top-level entries removed (and `None` exactly when [`parse`]
-/// gives `None`).
+/// Parses `text` as one JSON document, or `None` when `serde_json` must decide (see the
+/// module documentation), keeping of a top-level object only the fields named in `keep` (when
+/// given): the others are checked exactly as the rest but never built, so the result is the
+/// whole document's with the other top-level entries removed (and `None` exactly when the
+/// whole document gives `None`).
 pub fn parse_keeping(
     text: &str,
     cache: &mut ParseCache,

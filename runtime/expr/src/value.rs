@@ -128,30 +128,30 @@ impl Value {
     /// Parses one JSON document: exactly `serde_json`'s result, mostly without its cost
     /// (see [`crate::json`]; field names are interned per thread).
     pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
-        let fast = PARSE_CACHE.with(|c| match c.try_borrow_mut() {
-            Ok(mut cache) => crate::json::parse(text, &mut cache),
-            Err(_) => None,
-        });
-        match fast {
-            Some(v) => Ok(v),
-            None => serde_json::from_str(text),
-        }
+        Self::parse_json(text, None)
     }
+
     /// [`Value::from_json`] with only the fields named in `keep` of a top-level object (the
     /// others are checked, so errors are the same, but not built); other documents whole.
     pub fn from_json_keeping(text: &str, keep: &[Arc<str>]) -> Result<Value, serde_json::Error> {
+        Self::parse_json(text, Some(keep))
+    }
+
+    fn parse_json(text: &str, keep: Option<&[Arc<str>]>) -> Result<Value, serde_json::Error> {
         let fast = PARSE_CACHE.with(|c| match c.try_borrow_mut() {
-            Ok(mut cache) => crate::json::parse_keeping(text, &mut cache, Some(keep)),
+            Ok(mut cache) => crate::json::parse_keeping(text, &mut cache, keep),
             Err(_) => None,
         });
-        match fast {
-            Some(v) => Ok(v),
-            None => serde_json::from_str(text).map(|v: Value| v.keeping(keep)),
+        match (fast, keep) {
+            (Some(v), _) => Ok(v),
+            (None, None) => serde_json::from_str(text),
+            (None, Some(keep)) => serde_json::from_str(text).map(|v: Value| v.keeping(keep)),
         }
     }
 
-    /// A map with only the entries named in `keep`; other values unchanged.
-    fn keeping(self, keep: &[Arc<str>]) -> Value {
+    /// A map with only the entries named in `keep`; other values unchanged (an expression
+    /// that reads only `keep` gives the same result on either).
+    pub fn keeping(self, keep: &[Arc<str>]) -> Value {
         match self {
             Value::Map(m) if m.entries.iter().any(|(k, _)| !keep.contains(k)) => {
                 let mut m = Arc::unwrap_or_clone(m);

@@ -14,7 +14,7 @@ use super::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use weir_crds::pipeline::{IntervalJoinSpec, TimeDomain};
-use weir_expr::{Expr, Map, Value};
+use weir_expr::{Expr, Value};
 
 /// A key's buffered records of both sides, each in arrival order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -47,22 +47,6 @@ fn push_compact(side: &mut Vec<Event>, event: Event) {
         side.reserve_exact(1);
     }
     side.push(event);
-}
-
-/// `value` with only the entries of `fields` it has, if it is a map; otherwise unchanged.
-/// Evaluating an expression that reads only `fields` gives the same result on either.
-fn keep_fields(value: Value, fields: Option<&[Arc<str>]>) -> Value {
-    let (Some(fields), Value::Map(map)) = (fields, &value) else {
-        return value;
-    };
-    if map.entries.len() <= fields.len() && map.entries.iter().all(|(k, _)| fields.contains(k)) {
-        return value;
-    }
-    let mut kept = Map::with_capacity(fields.len());
-    for (k, v) in map.entries.iter().filter(|(k, _)| fields.contains(k)) {
-        kept.entries.push((k.clone(), v.clone()));
-    }
-    Value::Map(Arc::new(kept))
 }
 
 impl IntervalJoin {
@@ -137,7 +121,11 @@ impl WorkloadOperator for IntervalJoin {
         } else {
             &self.right_fields
         };
-        let event = Event::new(event.ts, keep_fields(event.value, fields.as_deref()));
+        let value = match fields {
+            Some(fields) => event.value.keeping(fields),
+            None => event.value,
+        };
+        let event = Event::new(event.ts, value);
         let mut st = take(ctx, &self.name, &sk)?.unwrap_or_default();
         let keep_until = if is_left {
             for r in st.right.iter().filter(|r| self.joins(&event, r)) {
