@@ -57,13 +57,14 @@ fn everything_in(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, V
     )
 }
 
+/// Records the restarted sink read back, summed over its tasks (each logs its own count).
 fn read_back_count(stderr: &str) -> Option<u64> {
-    let at = stderr.find("read back ")?;
-    stderr[at + "read back ".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let counts: Vec<u64> = stderr
+        .split("read back ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
 }
 
 #[test]
