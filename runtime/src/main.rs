@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use weir_runtime::checkpoint::catalog::RestoreFrom;
-use weir_runtime::config::{self, LoadedManifest};
+use weir_runtime::cli::{self as config, LoadedManifest};
 use weir_runtime::job::{run_job, JobConfig, Mode};
 use weir_runtime::plan::{plan_job, JobPlan};
 
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
             state_mib,
         } => {
             init_tracing("warn");
-            weir_runtime::bench::run(&weir_runtime::bench::BenchOptions {
+            weir_runtime::cli::bench::run(&weir_runtime::cli::bench::BenchOptions {
                 events,
                 only,
                 state_mib,
@@ -153,17 +153,38 @@ fn main() -> ExitCode {
             if long_running {
                 let path = std::env::var_os("WEIR_TERMINATION_LOG")
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(weir_runtime::shutdown::TERMINATION_LOG));
-                weir_runtime::shutdown::write_termination_message(&path, &format!("{e:#}"));
+                    .unwrap_or_else(|| PathBuf::from(weir_runtime::job::shutdown::TERMINATION_LOG));
+                weir_runtime::job::shutdown::write_termination_message(&path, &format!("{e:#}"));
             }
             ExitCode::FAILURE
         }
     }
 }
 
+/// Plans the in-memory keyed exchanges, and says on stderr and in the log which keyed operators will compute per-task partial results
+/// because their input is not partitioned by their key (`plan::partitioning`).
+fn plan_exchanges_and_warn(plan: &mut JobPlan, replicas: u32) {
+    weir_runtime::plan::partitioning::plan_exchanges(plan, replicas);
+    let report = weir_runtime::plan::partitioning::analyse(plan);
+    let warning = weir_runtime::plan::partitioning::missing_exchange_warning(plan, &report);
+    for line in warning.lines() {
+        eprintln!("weir: {line}");
+        tracing::warn!("{line}");
+    }
+}
+
 fn validate(file: &Path) -> anyhow::Result<()> {
-    let (_, plan) = load_and_plan(file)?;
+    let (loaded, mut plan) = load_and_plan(file)?;
+    weir_runtime::plan::partitioning::plan_exchanges(
+        &mut plan,
+        u32::try_from(loaded.job.spec.parallelism).unwrap_or(1),
+    );
     print!("{}", plan.describe(0, 1));
+    let report = weir_runtime::plan::partitioning::analyse(&plan);
+    eprint!(
+        "{}",
+        weir_runtime::plan::partitioning::missing_exchange_warning(&plan, &report)
+    );
     println!("{}: valid", file.display());
     Ok(())
 }
@@ -184,6 +205,7 @@ fn run_local(
     }
     let (loaded, mut plan) = load_and_plan(file)?;
     weir_runtime::kafka::resolve_partitions(&mut plan)?;
+    plan_exchanges_and_warn(&mut plan, replicas);
     let state_dir = state_dir.unwrap_or_else(|| {
         config::default_local_state_dir(
             &plan.job,
@@ -233,6 +255,7 @@ fn worker(config_path: &Path) -> anyhow::Result<()> {
     let pod = config::pod_settings(|k| std::env::var(k).ok())?;
     let (loaded, mut plan) = load_and_plan(config_path)?;
     weir_runtime::kafka::resolve_partitions(&mut plan)?;
+    plan_exchanges_and_warn(&mut plan, pod.replicas);
     let restore_from = match pod.restore_from.clone() {
         Some(r) => r,
         None => match &loaded.job.spec.restore.from {

@@ -242,7 +242,10 @@ pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
         let SourceKind::Kafka(spec) = &src.kind else {
             continue;
         };
-        if src.name.ends_with(repartition::READ_SUFFIX) {
+        if src
+            .name
+            .ends_with(crate::operator::repartition::READ_SUFFIX)
+        {
             continue; // created if missing, below
         }
         let endpoint = Endpoint::new(

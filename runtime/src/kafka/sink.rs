@@ -196,7 +196,7 @@ impl KafkaSink {
             held: vec![],
             key_errors: 0,
             writer: name
-                .ends_with(super::repartition::SINK_SUFFIX)
+                .ends_with(crate::operator::repartition::SINK_SUFFIX)
                 .then_some(info.task),
             dedup: (spec.exactly_once && !spec.transactions).then(|| {
                 let writer = transactional_id(info, name);
@@ -412,7 +412,7 @@ impl Sink for KafkaSink {
         };
         let partition = self.partitioner.partition(key.as_deref());
         let payload = match self.writer {
-            Some(task) => super::repartition::stamp_writer(&record.value.to_json(), task),
+            Some(task) => crate::operator::repartition::stamp_writer(&record.value.to_json(), task),
             None => record.value.to_json(),
         };
         if let Some(filter) = self.dedup.as_mut().and_then(|d| d.filter.as_mut()) {

@@ -29,6 +29,7 @@ pub mod dedup;
 pub mod filter;
 pub mod keyed_aggregate;
 pub mod map;
+pub mod repartition;
 pub mod retractable;
 pub mod window;
 pub mod window_assign;

@@ -98,7 +98,7 @@ pub fn build(
                 })
                 .map_err(err)
         }
-        OperatorKind::Repartition(r) => crate::kafka::repartition::build(field, spec, r),
+        OperatorKind::Repartition(r) => crate::operator::repartition::build(field, spec, r),
         _ => return None,
     })
 }

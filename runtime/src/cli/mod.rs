@@ -1,4 +1,7 @@
-//! Settings from the command line and the environment (pure functions over the inputs).
+//! Settings from the command line and the environment (pure functions over the inputs), and
+//! the `weir-runtime bench` command ([`bench`]).
+
+pub mod bench;
 
 use crate::checkpoint::catalog::RestoreFrom;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,9 @@
 //! co-partitioned inputs (same partition index). Pod ordinal `i` of `N` runs the tasks
 //! `p` with `p % N == i`.
 
+pub mod partitioning;
+pub mod repartition;
+
 use crate::operator;
 use crate::source::file::partition_files;
 use std::collections::BTreeMap;
@@ -60,6 +63,17 @@ pub struct OperatorPlan {
     pub kind: &'static str,
 }
 
+/// A keyed exchange in front of one input of an operator (see `crate::exchange`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedExchange {
+    /// The keyed operator.
+    pub operator: String,
+    /// Its input stream read through the exchange.
+    pub input: String,
+    /// The key (CEL over `e`); `None`: every record to one task (a window without a key).
+    pub key: Option<String>,
+}
+
 /// The plan of a job.
 #[derive(Clone, Debug)]
 pub struct JobPlan {
@@ -75,6 +89,8 @@ pub struct JobPlan {
     pub pipeline: Pipeline,
     /// Number of tasks (the largest source partition count).
     pub tasks: u32,
+    /// The in-memory keyed exchanges ([`partitioning::plan_exchanges`]; none until then).
+    pub exchanges: Vec<PlannedExchange>,
 }
 
 fn ms(d: weir_crds::Dur) -> i64 {
@@ -182,9 +198,10 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
         operators,
         pipeline: p.clone(),
         tasks,
+        exchanges: vec![],
     };
     // a repartition becomes a writer, a Kafka sink, a Kafka source and a reader
-    crate::kafka::repartition::expand(&mut plan);
+    repartition::expand(&mut plan);
     Ok(plan)
 }
 
@@ -278,6 +295,31 @@ impl JobPlan {
                 o.kind,
                 o.spec.all_inputs().join(", ")
             );
+        }
+        let report = partitioning::analyse(self);
+        if !report.keyed_inputs.is_empty() {
+            let _ = writeln!(
+                s,
+                "  keyed inputs (all records of a key must reach one task):"
+            );
+            for k in &report.keyed_inputs {
+                let planned = self
+                    .exchanges
+                    .iter()
+                    .any(|x| x.operator == k.operator && x.input == k.input);
+                let verdict = if planned {
+                    "exchange in memory between this pod's tasks"
+                } else if k.needs_exchange {
+                    "NEEDS AN EXCHANGE (in memory with one pod; with several: per-task partial results)"
+                } else {
+                    "ok"
+                };
+                let _ = writeln!(
+                    s,
+                    "    {} <- {}: needs {}; input {}: {verdict}",
+                    k.operator, k.input, k.need, k.partitioning
+                );
+            }
         }
         for k in &self.pipeline.sinks {
             let kind = k.kinds().first().copied().unwrap_or("?");

@@ -2,7 +2,7 @@
 //! exits at once), and a run that cannot start leaves its reason in the Kubernetes
 //! termination-message file.
 
-use crate::admin::AdminRequest;
+use crate::job::admin::AdminRequest;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::mpsc::Sender;

@@ -3,8 +3,8 @@
 //! and `POST /checkpoint[?final=true]` (reply after the checkpoint completes; with
 //! `final=true` processing stops after it). The JSON shapes are documented in the README.
 
+use crate::job::status::SharedStatus;
 use crate::metrics::Metrics;
-use crate::status::SharedStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -96,7 +96,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     }
 }
 
-fn snapshot(s: &AdminState) -> crate::status::JobStatus {
+fn snapshot(s: &AdminState) -> crate::job::status::JobStatus {
     match s.status.lock() {
         Ok(g) => g.clone(),
         Err(p) => p.into_inner().clone(),
