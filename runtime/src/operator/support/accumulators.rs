@@ -378,15 +378,15 @@ impl Acc {
                 *n += n2;
             }
             (Acc::Distinct { seen }, Acc::Distinct { seen: s2 }) => seen.extend(s2),
-            (Acc::First { v }, Acc::First { v: Some((t, x)) }) => {
-                if takes_place(true, t, v.as_ref()) {
-                    *v = Some((t, x));
-                }
+            (Acc::First { v }, Acc::First { v: Some((t, x)) })
+                if takes_place(true, t, v.as_ref()) =>
+            {
+                *v = Some((t, x));
             }
-            (Acc::Last { v }, Acc::Last { v: Some((t, x)) }) => {
-                if takes_place(false, t, v.as_ref()) {
-                    *v = Some((t, x));
-                }
+            (Acc::Last { v }, Acc::Last { v: Some((t, x)) })
+                if takes_place(false, t, v.as_ref()) =>
+            {
+                *v = Some((t, x));
             }
             (Acc::Collect { items }, Acc::Collect { items: i2 }) => items.extend(i2),
             _ => {}
@@ -545,11 +545,20 @@ mod tests {
         merged.merge(folded(AggregateOp::Sum, &[Value::Int(1)]));
         assert_eq!(merged.result(), sum.result());
 
-        let mixed = [Value::Int(3), Value::Float(3.0), Value::Float(2.5), Value::Int(7)];
+        let mixed = [
+            Value::Int(3),
+            Value::Float(3.0),
+            Value::Float(2.5),
+            Value::Int(7),
+        ];
         assert_eq!(folded(AggregateOp::Min, &mixed).result(), Value::Float(2.5));
         assert_eq!(folded(AggregateOp::Max, &mixed).result(), Value::Int(7));
         let tie = folded(AggregateOp::Max, &[Value::Int(3), Value::Float(3.0)]);
-        assert_eq!(tie.result(), Value::Int(3), "the first of equal values stays");
+        assert_eq!(
+            tie.result(),
+            Value::Int(3),
+            "the first of equal values stays"
+        );
         let strings = [Value::str("b"), Value::Int(9), Value::str("a")];
         assert_eq!(folded(AggregateOp::Min, &strings).result(), Value::Int(9));
         assert_eq!(folded(AggregateOp::Max, &strings).result(), Value::str("b"));

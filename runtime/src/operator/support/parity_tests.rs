@@ -58,7 +58,10 @@ fn error_of(dead: &Value) -> String {
 
 /// Runs a classic operator with side outputs `sides` (`deadLetter` among them) over `RECORDS`
 /// and then a watermark at the end of time; returns its main and dead-letter outputs.
-fn run_classic(mut op: Box<dyn Operator>, sides: &'static [&'static str]) -> (Vec<Value>, Vec<Value>) {
+fn run_classic(
+    mut op: Box<dyn Operator>,
+    sides: &'static [&'static str],
+) -> (Vec<Value>, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let cf = operator_cf("op");
     let (store, _) = StateStore::open(dir.path(), std::slice::from_ref(&cf)).unwrap();
@@ -74,8 +77,14 @@ fn run_classic(mut op: Box<dyn Operator>, sides: &'static [&'static str]) -> (Ve
         op.on_timer(t, &mut ctx).unwrap();
     }
     let dead_port = 1 + sides.iter().position(|s| *s == "deadLetter").unwrap();
-    let main = out.iter().filter(|(p, _)| *p == 0).map(|(_, r)| r.value.clone());
-    let dl = out.iter().filter(|(p, _)| *p == dead_port).map(|(_, r)| r.value.clone());
+    let main = out
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .map(|(_, r)| r.value.clone());
+    let dl = out
+        .iter()
+        .filter(|(p, _)| *p == dead_port)
+        .map(|(_, r)| r.value.clone());
     let (main, dl) = (main.collect(), dl.collect::<Vec<_>>());
     assert_eq!(dead as usize, dl.len());
     (main, dl)
@@ -156,8 +165,16 @@ fn window_aggregate_and_accumulate_agree_on_values_and_dead_letters() {
         ]
     );
 
-    assert_eq!(aggregate(AGGS, "", NAMES), (w.clone(), w_dead.clone()), "aggregate");
+    assert_eq!(
+        aggregate(AGGS, "", NAMES),
+        (w.clone(), w_dead.clone()),
+        "aggregate"
+    );
     assert_eq!(accumulate(), (w.clone(), w_dead.clone()), "accumulate");
     let retractable = aggregate(RETRACTABLE_AGGS, "retractWhen: 'false',", &NAMES[..6]);
-    assert_eq!(retractable, (w[..6].to_vec(), w_dead), "aggregate with retractWhen");
+    assert_eq!(
+        retractable,
+        (w[..6].to_vec(), w_dead),
+        "aggregate with retractWhen"
+    );
 }

@@ -258,7 +258,11 @@ mod tests {
     #[test]
     fn nulls_are_skipped_when_added_and_when_retracted() {
         let mut avg = added(AggregateOp::Avg, &[Value::Int(4), Value::Null]);
-        assert_eq!(avg.result(), Value::Float(4.0), "null is not in the divisor");
+        assert_eq!(
+            avg.result(),
+            Value::Float(4.0),
+            "null is not in the divisor"
+        );
         assert!(avg.check_retract(&Value::Null).is_ok());
         avg.retract(&Value::Null);
         assert_eq!(avg.result(), Value::Float(4.0));
