@@ -142,8 +142,8 @@ fn window_aggregate_and_accumulate_agree_on_values_and_dead_letters() {
     let (w, w_dead) = window();
     let expected = [
         ("n", "6"),
-        ("s", "9.223372036854776e18"),
-        ("a", "2.305843009213694e18"),
+        ("s", "9.223372036854776e+18"),
+        ("a", "2.305843009213694e+18"),
         ("lo", "-3"),
         ("hi", "9223372036854775807"),
         ("d", "4"),
