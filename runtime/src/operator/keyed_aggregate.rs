@@ -19,10 +19,14 @@
 //!   added (a key with no records, a min/max/distinctCount value never added) changes nothing
 //!   and goes to `<op>.deadLetter`, as do records whose key, `retractWhen` (not a bool) or
 //!   aggregate input cannot be evaluated.
+//! - Aggregate inputs follow the value rule of [`super::support::accumulators`] (`null` and
+//!   missing fields are skipped by all but `count`, a value of the wrong type is a dead
+//!   letter), for retractions as for additions.
 //! - State grows with the number of keys (and with distinct values for min/max/distinctCount
 //!   under retractions); there is no TTL.
 
-use super::retractable::{check_input, Agg};
+use super::support::accumulators::{self, AggregateDef};
+use super::support::retraction::Agg;
 use super::{compile, state_err, Context, KeyedState, OpResult, Operator};
 use crate::record::Record;
 use crate::state::StateHandle;
@@ -45,7 +49,7 @@ pub struct KeyedAggregate {
     key: Expr,
     retract_when: Option<Expr>,
     emit_retractions: bool,
-    aggs: Vec<(Arc<str>, AggregateOp, Option<Expr>)>,
+    aggs: Vec<AggregateDef>,
     state: Option<KeyedState<KeyAggregates>>,
 }
 
@@ -79,7 +83,11 @@ impl KeyedAggregate {
                     message: "first, last and collect cannot take retractions".into(),
                 });
             }
-            aggs.push((Arc::from(a.name.as_str()), a.op, of));
+            aggs.push(AggregateDef {
+                name: Arc::from(a.name.as_str()),
+                op: a.op,
+                of,
+            });
         }
         match key {
             Ok(key) if errors.is_empty() => Ok(KeyedAggregate {
@@ -113,25 +121,18 @@ impl KeyedAggregate {
             },
             None => false,
         };
-        let mut vals = Vec::with_capacity(self.aggs.len());
-        for (name, op, of) in &self.aggs {
-            let v = match of {
-                Some(e) => e
-                    .eval(&[&record.value])
-                    .map_err(|e| format!("aggregate '{name}': {e}"))?,
-                None => Value::Null,
-            };
-            check_input(*op, &v).map_err(|e| format!("aggregate '{name}': {e}"))?;
-            vals.push(v);
-        }
-        Ok((key, retract, vals))
+        Ok((
+            key,
+            retract,
+            accumulators::inputs(&self.aggs, &record.value)?,
+        ))
     }
 
     fn output(&self, key: &Value, results: Vec<Value>, retract: bool, from: &Record) -> Record {
         let mut fields: Vec<(Arc<str>, Value)> = Vec::with_capacity(self.aggs.len() + 2);
         fields.push((Arc::from("key"), key.clone()));
-        for ((name, _, _), v) in self.aggs.iter().zip(results) {
-            fields.push((name.clone(), v));
+        for (a, v) in self.aggs.iter().zip(results) {
+            fields.push((a.name.clone(), v));
         }
         fields.push((Arc::from("retract"), Value::Bool(retract)));
         Record {
@@ -206,7 +207,7 @@ impl Operator for KeyedAggregate {
                 let mut aggs: Vec<Agg> = self
                     .aggs
                     .iter()
-                    .map(|(_, op, _)| Agg::new(*op, retractable))
+                    .map(|a| Agg::new(a.op, retractable))
                     .collect();
                 for (a, v) in aggs.iter_mut().zip(&vals) {
                     a.add(record.ts, v);

@@ -24,13 +24,12 @@
 //! a [`SpecError`] naming the field (e.g. `spec.pipeline.operators[2].filter`). Register a new
 //! kind in [`build`]; kinds not listed there are rejected at plan time.
 
-pub mod aggregate;
 pub mod dedup;
 pub mod filter;
 pub mod keyed_aggregate;
 pub mod map;
 pub mod repartition;
-pub mod retractable;
+pub mod support;
 pub mod window;
 pub mod window_assign;
 // splice, pattern, intervalJoin, accumulate, lookupJoin: see workload/ (added by the

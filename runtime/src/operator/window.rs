@@ -4,15 +4,18 @@
 //! `{key, windowStart, windowEnd, <aggregates>}` with event time `end − 1`. With allowed
 //! lateness its state is kept until `end − 1 + allowedLateness`, and every late-but-allowed
 //! record re-emits the updated result. Records for windows past that go to `<op>.late`.
+//! Aggregates follow the value rule of [`super::support::accumulators`]: `null` and missing
+//! fields are skipped by all but `count`, a value of the wrong type is a dead letter.
 
-use super::aggregate::Acc;
+use super::support::accumulators::{self, Acc, AggregateDef};
 use super::window_assign::{assign, is_late, overlapping, WindowBounds};
 use super::{compile, state_err, Context, KeyedState, OpResult, Operator};
 use crate::record::Record;
 use crate::state::StateHandle;
 use crate::time::{TimeDomain, Timer};
 use serde::{Deserialize, Serialize};
-use weir_crds::pipeline::{AggregateOp, WindowSpec, WindowType};
+use std::sync::Arc;
+use weir_crds::pipeline::{WindowSpec, WindowType};
 use weir_crds::validate::SpecError;
 use weir_expr::{Expr, Value};
 
@@ -37,7 +40,7 @@ pub struct Window {
     key: Option<Expr>,
     shape: Shape,
     lateness: i64,
-    aggs: Vec<(String, AggregateOp, Option<Expr>)>,
+    aggs: Vec<AggregateDef>,
     fixed: Option<KeyedState<WinState>>,
     sessions: Option<KeyedState<Vec<WinState>>>,
 }
@@ -99,7 +102,11 @@ impl Window {
                     .ok(),
                 None => None,
             };
-            aggs.push((a.name.clone(), a.op, of));
+            aggs.push(AggregateDef {
+                name: Arc::from(a.name.as_str()),
+                op: a.op,
+                of,
+            });
         }
         let shape = match spec.window_type {
             WindowType::Tumbling => {
@@ -140,15 +147,13 @@ impl Window {
     }
 
     fn result(&self, w: &WinState) -> Record {
-        let mut fields: Vec<(String, Value)> = Vec::with_capacity(self.aggs.len() + 3);
+        let mut fields: Vec<(Arc<str>, Value)> = Vec::with_capacity(self.aggs.len() + 3);
         if self.key.is_some() {
             fields.push(("key".into(), w.key.clone()));
         }
         fields.push(("windowStart".into(), Value::Int(w.start)));
         fields.push(("windowEnd".into(), Value::Int(w.end)));
-        for ((name, _, _), acc) in self.aggs.iter().zip(&w.accs) {
-            fields.push((name.clone(), acc.result()));
-        }
+        fields.extend(accumulators::results(&self.aggs, &w.accs));
         Record {
             ts: w.end - 1,
             value: Value::map(fields),
@@ -161,7 +166,7 @@ impl Window {
             start: b.start,
             end: b.end,
             key: key.clone(),
-            accs: self.aggs.iter().map(|(_, op, _)| Acc::new(*op)).collect(),
+            accs: accumulators::fresh(&self.aggs),
             fired: false,
         }
     }
@@ -181,34 +186,13 @@ impl Window {
         }
     }
 
-    /// Evaluates key and aggregate inputs; `Err` is the dead-letter message.
+    /// Evaluates the key and the aggregates' checked inputs; `Err` is the dead-letter message.
     fn inputs(&self, record: &Record) -> Result<(Value, Vec<Value>), String> {
         let key = match &self.key {
             Some(k) => k.eval(&[&record.value]).map_err(|e| e.to_string())?,
             None => Value::Null,
         };
-        let mut vals = Vec::with_capacity(self.aggs.len());
-        for (name, _, of) in &self.aggs {
-            vals.push(match of {
-                Some(e) => e
-                    .eval(&[&record.value])
-                    .map_err(|e| format!("aggregate '{name}': {e}"))?,
-                None => Value::Null,
-            });
-        }
-        Ok((key, vals))
-    }
-
-    fn add_all(accs: &mut [Acc], ts: i64, vals: &[Value]) -> Result<(), String> {
-        for (a, v) in accs.iter_mut().zip(vals) {
-            a.add(ts, v)?;
-        }
-        Ok(())
-    }
-
-    fn check_types(&self, vals: &[Value]) -> Result<(), String> {
-        let mut probe: Vec<Acc> = self.aggs.iter().map(|(_, op, _)| Acc::new(*op)).collect();
-        Self::add_all(&mut probe, 0, vals)
+        Ok((key, accumulators::inputs(&self.aggs, &record.value)?))
     }
 
     fn process_fixed(
@@ -244,7 +228,7 @@ impl Window {
                 start: b.start,
                 end: b.end,
                 key: key.clone(),
-                accs: aggs.iter().map(|(_, op, _)| Acc::new(*op)).collect(),
+                accs: accumulators::fresh(aggs),
                 fired: false,
             };
             let Some(states) = self.fixed.as_mut() else {
@@ -254,8 +238,7 @@ impl Window {
             if made {
                 register_window_timers(ctx, self.lateness, b, &skey);
             }
-            // types were checked before, so this cannot fail half-way
-            let _ = Self::add_all(&mut st.accs, record.ts, &vals);
+            accumulators::add_all(&mut st.accs, record.ts, &vals);
             if ctx.watermark >= b.max_timestamp() {
                 st.fired = true;
                 let snapshot = st.clone();
@@ -313,7 +296,7 @@ impl Window {
                 a.merge(o);
             }
         }
-        let _ = Self::add_all(&mut merged.accs, record.ts, &vals);
+        accumulators::add_all(&mut merged.accs, record.ts, &vals);
         let mb = WindowBounds {
             start: merged.start,
             end: merged.end,
@@ -345,10 +328,7 @@ impl Operator for Window {
     }
 
     fn process(&mut self, _input: usize, record: Record, ctx: &mut Context<'_>) -> OpResult {
-        let (key, vals) = match self
-            .inputs(&record)
-            .and_then(|kv| self.check_types(&kv.1).map(|_| kv))
-        {
+        let (key, vals) = match self.inputs(&record) {
             Ok(kv) => kv,
             Err(e) => {
                 ctx.dead_letter(&record, &e);

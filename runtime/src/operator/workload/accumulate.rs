@@ -10,31 +10,70 @@
 //! - One session per key at a time: an `open` record while a session is live is ignored (the
 //!   first open wins). `accumulate` records without a live session are ignored.
 //! - Aggregates see records with `opened <= ts <= opened + ttl` (inclusive), are available to
-//!   `emitWhen` and `emit` as `agg.<name>`, and the opening record as `open`.
+//!   `emitWhen` and `emit` as `agg.<name>`, and the opening record as `open`. Their inputs
+//!   follow the value rule of [`crate::operator::support::accumulators`]: `null` and missing
+//!   fields are skipped by all but `count`; a value of the wrong type sends the record to
+//!   `<op>.deadLetter` and changes no aggregate. `first`, `last` and `collect` go by event
+//!   time (a late record applied at once still takes its event-time place).
 //! - When `emitWhen` first holds, `emit` (default: the opening record plus an `agg` field) is
 //!   emitted with the triggering record's event time. The session then stays closed until
 //!   `opened + ttl` so that duplicates do not emit again, and is then dropped silently.
 //! - A session that reaches `opened + ttl` without emitting goes to `<op>.expired` as the
 //!   opening record plus `agg`, with event time `opened + ttl`.
 
-use super::aggregate::{AggState, Aggregates};
 use super::event_order::{hold, input_ranks, released, Buffered, Buffering, OrderedBuffer};
 use super::{
     compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
     WorkloadError, WorkloadOperator,
 };
+use crate::operator::support::accumulators::{self, Acc, AggregateDef};
+use crate::operator::support::legacy::{self, AggState};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use weir_crds::pipeline::{AccumulateSpec, TimeDomain};
+use weir_crds::pipeline::{AccumulateSpec, AggregateOp, AggregateSpec, TimeDomain};
 use weir_expr::{Expr, Value};
 
 /// An open session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredSession")]
 pub struct Session {
     open: Value,
     opened: i64,
+    /// Where earlier builds kept the aggregates; always empty now (see [`legacy`]).
+    #[serde(rename = "aggs")]
+    legacy: Vec<AggState>,
+    emitted: bool,
+    /// The aggregates.
+    accs: Vec<Acc>,
+}
+
+/// A session as this build or an earlier one (with `aggs` and no `accs`) stored it.
+#[derive(Deserialize)]
+struct StoredSession {
+    open: Value,
+    opened: i64,
+    #[serde(default)]
     aggs: Vec<AggState>,
     emitted: bool,
+    #[serde(default)]
+    accs: Vec<Acc>,
+}
+
+impl From<StoredSession> for Session {
+    fn from(s: StoredSession) -> Session {
+        let accs = if s.aggs.is_empty() {
+            s.accs
+        } else {
+            legacy::upgrade(s.aggs)
+        };
+        Session {
+            open: s.open,
+            opened: s.opened,
+            legacy: Vec::new(),
+            emitted: s.emitted,
+            accs,
+        }
+    }
 }
 
 /// A key's buffered records and its session.
@@ -57,7 +96,7 @@ pub struct Accumulate {
     open: usize,
     accumulate: usize,
     ranks: Vec<u32>,
-    aggs: Aggregates,
+    aggs: Vec<AggregateDef>,
     emit_when: Expr,
     emit: Option<Expr>,
     ttl: i64,
@@ -79,7 +118,7 @@ impl Accumulate {
             open: input_index(&name, "accumulate.open", &inputs, &spec.open)?,
             accumulate: input_index(&name, "accumulate.accumulate", &inputs, &spec.accumulate)?,
             ranks: input_ranks(&inputs, &[spec.open.clone(), spec.accumulate.clone()]),
-            aggs: Aggregates::new(&name, "accumulate.aggregates", &spec.aggregates)?,
+            aggs: compile_aggregates(&name, "accumulate.aggregates", &spec.aggregates)?,
             emit_when: compile(
                 &name,
                 "accumulate.emitWhen",
@@ -90,6 +129,11 @@ impl Accumulate {
             ttl: millis(spec.ttl),
             name,
         })
+    }
+
+    /// The aggregates' results as a map `name -> value`.
+    fn result(&self, accs: &[Acc]) -> Value {
+        Value::map(accumulators::results(&self.aggs, accs))
     }
 
     /// The opening record with an `agg` field (or `{open, agg}` if it is not a map).
@@ -107,7 +151,7 @@ impl Accumulate {
     /// Closes a session that reached its TTL: `.expired` unless it already emitted.
     fn expire(&self, session: Session, ctx: &mut Ctx<'_, AccumulateState>) {
         if !session.emitted {
-            let agg = self.aggs.result(&session.aggs);
+            let agg = self.result(&session.accs);
             let value = Self::default_output(&session.open, agg);
             let ts = session.opened.saturating_add(self.ttl);
             ctx.out.emit(Output::Side("expired"), Event::new(ts, value));
@@ -136,8 +180,9 @@ impl Accumulate {
             st.session = Some(Session {
                 open: b.event.value,
                 opened: ts,
-                aggs: self.aggs.init(),
+                legacy: Vec::new(),
                 emitted: false,
+                accs: accumulators::fresh(&self.aggs),
             });
             return;
         }
@@ -147,11 +192,12 @@ impl Accumulate {
         let Some(s) = st.session.as_mut().filter(|s| !s.emitted && ts >= s.opened) else {
             return;
         };
-        if let Err(err) = self.aggs.update(&mut s.aggs, &b.event.value) {
-            dead_letter(ctx, b.event, &err);
-            return;
-        }
-        let agg = self.aggs.result(&s.aggs);
+        let inputs = match accumulators::inputs(&self.aggs, &b.event.value) {
+            Ok(inputs) => inputs,
+            Err(err) => return dead_letter(ctx, b.event, &err),
+        };
+        accumulators::add_all(&mut s.accs, ts, &inputs);
+        let agg = self.result(&s.accs);
         match self.emit_when.eval_bool(&[&s.open, &agg]) {
             Ok(false) => {}
             Ok(true) => {
@@ -160,7 +206,7 @@ impl Accumulate {
                     Some(x) => x.eval(&[&s.open, &agg]),
                 };
                 s.emitted = true;
-                s.aggs.clear();
+                s.accs.clear();
                 match out {
                     Ok(v) => ctx.out.emit(Output::Main, Event::new(ts, v)),
                     Err(err) => dead_letter(ctx, b.event, &err.to_string()),
@@ -191,6 +237,34 @@ impl Accumulate {
             put(ctx, &self.name, key, st)
         }
     }
+}
+
+/// Compiles `specs`; `field` is the spec path used in errors (e.g. `accumulate.aggregates`).
+fn compile_aggregates(
+    operator: &str,
+    field: &str,
+    specs: &[AggregateSpec],
+) -> Result<Vec<AggregateDef>, WorkloadError> {
+    let mut defs = Vec::with_capacity(specs.len());
+    for (i, s) in specs.iter().enumerate() {
+        let of = match (&s.of, s.op) {
+            (Some(src), _) => Some(compile(operator, &format!("{field}[{i}].of"), src, &["e"])?),
+            (None, AggregateOp::Count) => None,
+            (None, _) => {
+                return Err(WorkloadError::InvalidSpec {
+                    operator: operator.to_string(),
+                    field: format!("{field}[{i}].of"),
+                    message: "required unless op is count".to_string(),
+                })
+            }
+        };
+        defs.push(AggregateDef {
+            name: Arc::from(s.name.as_str()),
+            op: s.op,
+            of,
+        });
+    }
+    Ok(defs)
 }
 
 impl WorkloadOperator for Accumulate {
@@ -249,7 +323,6 @@ impl WorkloadOperator for Accumulate {
 mod tests {
     use super::*;
     use crate::operator::workload::memory::MemoryDriver;
-    use weir_crds::pipeline::{AggregateOp, AggregateSpec};
     use weir_crds::Dur;
 
     const CLICK: usize = 0;
@@ -419,5 +492,31 @@ mod tests {
         for cut in (1..events.len()).step_by(7) {
             assert_eq!(run(Some(cut)), uninterrupted, "restart before record {cut}");
         }
+    }
+
+    /// A session written by the previous build (commit 4f8157f; aggregates count, sum, max
+    /// and first in its `AggState` form), binary state codec and JSON.
+    const OLD_SESSION_BIN: &str =
+        "b10a040b010807636c69636b49640802633105d00f0a040c00820c010c00870c0302840c060208016103";
+    const OLD_SESSION_JSON: &str = r#"{"open":{"clickId":"c1"},"opened":1000,"aggs":[{"Count":2},{"Sum":{"Int":7}},{"Max":4},{"First":"a"}],"emitted":false}"#;
+
+    #[test]
+    fn a_session_of_the_previous_build_restores() {
+        let bytes: Vec<u8> = (0..OLD_SESSION_BIN.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&OLD_SESSION_BIN[i..i + 2], 16).unwrap())
+            .collect();
+        let from_bin: Session = crate::state::codec::decode(&bytes).unwrap();
+        let from_json: Session = crate::state::codec::decode(OLD_SESSION_JSON.as_bytes()).unwrap();
+        assert_eq!(from_bin, from_json);
+        assert_eq!(from_bin.opened, 1000);
+        assert!(from_bin.legacy.is_empty() && !from_bin.emitted);
+        let results: Vec<String> = from_bin.accs.iter().map(|a| a.result().to_json()).collect();
+        assert_eq!(results, ["2", "7", "4", r#""a""#]);
+        // and today's form round-trips
+        let mut again = Vec::new();
+        crate::state::codec::encode_into(&from_bin, &mut again).unwrap();
+        let back: Session = crate::state::codec::decode(&again).unwrap();
+        assert_eq!(back, from_bin);
     }
 }

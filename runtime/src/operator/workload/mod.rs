@@ -16,7 +16,6 @@
 //!   `{"error": ..., "record": ...}` and changes no state.
 
 pub mod accumulate;
-pub mod aggregate;
 pub mod engine;
 pub mod event_order;
 pub mod hot_budget;

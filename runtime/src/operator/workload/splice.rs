@@ -11,20 +11,22 @@
 //! - Merging is field by field:
 //!   `first`/`last` keep the value with the smallest/largest event time (ties: arrival order),
 //!   `collect` lists values in event-time order, `sum` adds numbers (0 when nothing was added),
-//!   `count` counts contributing records. `null` values are skipped by all but `count`.
+//!   `count` counts contributing records. `null` values are skipped by all but `count`; a
+//!   `sum` value that is not a number (or is NaN) sends the record to `<op>.deadLetter`, as in
+//!   [`crate::operator::support::accumulators`].
 //!   A field with `from` only takes records of that input.
 //! - On firing, the sample `{field: value, ...}` is emitted with event time = the timer's time
 //!   (event time) or the largest record time in the sample (processing time), and the key's
 //!   state is cleared; a later record for the key starts a new sample.
 
-use super::aggregate::Number;
 use super::{
     compile, dead_letter, input_index, millis, put, state_key, take, Ctx, Event, Output, Timer,
     WorkloadError, WorkloadOperator,
 };
+use crate::operator::support::accumulators::{check, Number};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use weir_crds::pipeline::{MergeRule, SpliceSpec, TimeDomain};
+use weir_crds::pipeline::{AggregateOp, MergeRule, SpliceSpec, TimeDomain};
 use weir_expr::{Expr, Map, Value};
 
 struct Field {
@@ -182,8 +184,8 @@ fn merge(st: &mut FieldState, ts: i64, v: Value) {
             }
         }
         FieldState::Sum(n) => {
-            if let Ok(sum) = n.plus(&v) {
-                *n = sum;
+            if let Some(x) = Number::of(&v) {
+                *n = n.plus(x);
             }
         }
         FieldState::Count(_) => {}
@@ -277,14 +279,12 @@ impl Splice {
             Ok(v) => v,
             Err(err) => return dead_letter(ctx, event, &err),
         };
-        let not_a_number = self.fields.iter().zip(&values).find(|(f, v)| {
-            f.rule == MergeRule::Sum
-                && v.as_ref()
-                    .is_some_and(|v| *v != Value::Null && v.as_f64().is_none())
+        let not_a_number = self.fields.iter().zip(&values).find_map(|(f, v)| {
+            let v = v.as_ref().filter(|_| f.rule == MergeRule::Sum)?;
+            check(AggregateOp::Sum, v).err().map(|e| (f, e))
         });
-        if let Some((f, v)) = not_a_number {
-            let shown = v.as_ref().map(Value::to_json).unwrap_or_default();
-            let err = format!("field '{}': cannot sum {shown} (not a number)", f.name);
+        if let Some((f, e)) = not_a_number {
+            let err = format!("field '{}' (sum): {e}", f.name);
             return dead_letter(ctx, event, &err);
         }
         for (st, v) in sample.fields.iter_mut().zip(values) {

@@ -1,92 +1,34 @@
-//! Accumulators of the `aggregate` operator: the window's append-only ones, and for inputs
-//! with retractions (`retractWhen`) count, sum, avg, min, max and distinctCount that can take
-//! a value back out again.
+//! Retractions over the accumulators of [`super::accumulators`], for the `aggregate`
+//! operator's `retractWhen`: count, sum, avg, min, max and distinctCount can take a value back
+//! out again. Values follow the same rule as when they are added (checked with
+//! [`check`](super::accumulators::check); `null` is skipped by all but count).
 //!
 //! min and max keep every value with its multiplicity (retracting the current maximum must
 //! reveal the next one), distinctCount a count per distinct value; count, sum and avg keep
 //! only their totals. Sums stay integral while every value is an integer, so adding and
-//! retracting integers is exact.
+//! retracting integers is exact. The serialised form is the one earlier builds wrote.
 
-use super::aggregate::Acc;
+use super::accumulators::{order, Acc, Number, Total};
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use weir_crds::pipeline::AggregateOp;
 use weir_expr::Value;
 
-/// An integral-or-float running sum.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Total {
-    int: i64,
-    float: f64,
-    is_float: bool,
-}
-
-impl Total {
-    fn add(&mut self, v: &Value, sign: i64) {
-        if let (Value::Int(i), false) = (v, self.is_float) {
-            if let Some(s) = i.checked_mul(sign).and_then(|d| self.int.checked_add(d)) {
-                self.int = s;
-                return;
-            }
-        }
-        if !self.is_float {
-            self.is_float = true;
-            self.float = self.int as f64;
-        }
-        self.float += sign as f64 * v.as_f64().unwrap_or(0.0);
-    }
-
-    fn value(&self) -> Value {
-        if self.is_float {
-            Value::Float(self.float)
-        } else {
-            Value::Int(self.int)
-        }
-    }
-
-    fn as_f64(&self) -> f64 {
-        if self.is_float {
-            self.float
-        } else {
-            self.int as f64
-        }
-    }
-}
-
 /// One aggregate's running state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Agg {
-    /// Append-only (no `retractWhen`): the window operator's accumulator.
+    /// Append-only (no `retractWhen`): the accumulator itself.
     Append(Acc),
     /// Net number of records.
     Count(i64),
     /// Net sum.
     Sum(Total),
-    /// Net sum and count.
+    /// Net sum and number of values.
     Avg(Total, i64),
-    /// Every value with its multiplicity, ascending; `true` for max.
+    /// Every value with its multiplicity, ascending by [`order`]; `true` for max.
     Extreme(bool, Vec<(Value, u64)>),
     /// Multiplicity per distinct value (by its key string).
     Distinct(BTreeMap<String, u64>),
-}
-
-/// Numbers (by value) before strings (lexicographic); the order min and max use.
-fn order(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
-        (Value::Str(x), Value::Str(y)) => x.cmp(y),
-        (Value::Str(_), _) => Ordering::Greater,
-        (_, Value::Str(_)) => Ordering::Less,
-        _ => a
-            .as_f64()
-            .unwrap_or(f64::NAN)
-            .total_cmp(&b.as_f64().unwrap_or(f64::NAN)),
-    }
-}
-
-/// Checks that `v` is a valid input for `op` (the same rules as the window's aggregates).
-pub fn check_input(op: AggregateOp, v: &Value) -> Result<(), String> {
-    Acc::new(op).add(0, v)
 }
 
 impl Agg {
@@ -109,33 +51,52 @@ impl Agg {
         }
     }
 
-    /// Adds `v` (checked with [`check_input`] before).
+    /// Adds a checked input at event time `ts`.
     pub fn add(&mut self, ts: i64, v: &Value) {
+        if let Agg::Append(acc) = self {
+            acc.add(ts, v);
+            return;
+        }
+        if let Agg::Count(n) = self {
+            *n += 1;
+            return;
+        }
+        if *v == Value::Null {
+            return;
+        }
         match self {
-            Agg::Append(acc) => {
-                // checked before: cannot fail
-                let _ = acc.add(ts, v);
+            Agg::Append(_) | Agg::Count(_) => {}
+            Agg::Sum(t) => {
+                if let Some(x) = Number::of(v) {
+                    t.set(t.get().plus(x));
+                }
             }
-            Agg::Count(n) => *n += 1,
-            Agg::Sum(t) => t.add(v, 1),
             Agg::Avg(t, n) => {
-                t.add(v, 1);
-                *n += 1;
+                if let Some(x) = Number::of(v) {
+                    t.set(t.get().plus(x));
+                    *n += 1;
+                }
             }
-            Agg::Extreme(_, values) => match values.binary_search_by(|(x, _)| order(x, v)) {
-                Ok(i) => values[i].1 += 1,
-                Err(i) => values.insert(i, (v.clone(), 1)),
-            },
+            Agg::Extreme(_, values) => {
+                if !matches!(v, Value::Str(_)) && Number::of(v).is_none() {
+                    return;
+                }
+                match values.binary_search_by(|(x, _)| order(x, v)) {
+                    Ok(i) => values[i].1 += 1,
+                    Err(i) => values.insert(i, (v.clone(), 1)),
+                }
+            }
             Agg::Distinct(seen) => *seen.entry(v.key_string()).or_insert(0) += 1,
         }
     }
 
-    /// Whether `v` can be retracted: it must have been added (min, max, distinctCount), and
-    /// the aggregate must take retractions at all.
+    /// Whether checked input `v` can be retracted: the aggregate must take retractions, and a
+    /// min, max or distinctCount value must have been added (`null` is skipped, as when added).
     pub fn check_retract(&self, v: &Value) -> Result<(), String> {
         let present = match self {
             Agg::Append(_) => return Err("this aggregate cannot take retractions".into()),
             Agg::Count(_) | Agg::Sum(_) | Agg::Avg(..) => true,
+            _ if *v == Value::Null => true,
             Agg::Extreme(_, values) => values.binary_search_by(|(x, _)| order(x, v)).is_ok(),
             Agg::Distinct(seen) => seen.contains_key(&v.key_string()),
         };
@@ -148,13 +109,25 @@ impl Agg {
 
     /// Takes `v` back out (checked with [`Agg::check_retract`] before).
     pub fn retract(&mut self, v: &Value) {
+        if let Agg::Count(n) = self {
+            *n -= 1;
+            return;
+        }
+        if *v == Value::Null {
+            return;
+        }
         match self {
-            Agg::Append(_) => {}
-            Agg::Count(n) => *n -= 1,
-            Agg::Sum(t) => t.add(v, -1),
+            Agg::Append(_) | Agg::Count(_) => {}
+            Agg::Sum(t) => {
+                if let Some(x) = Number::of(v) {
+                    t.set(t.get().minus(x));
+                }
+            }
             Agg::Avg(t, n) => {
-                t.add(v, -1);
-                *n -= 1;
+                if let Some(x) = Number::of(v) {
+                    t.set(t.get().minus(x));
+                    *n -= 1;
+                }
             }
             Agg::Extreme(_, values) => {
                 if let Ok(i) = values.binary_search_by(|(x, _)| order(x, v)) {
@@ -176,17 +149,17 @@ impl Agg {
         }
     }
 
-    /// The aggregate's current result.
+    /// The aggregate's current result (the same as the accumulator's over the net values).
     pub fn result(&self) -> Value {
         match self {
             Agg::Append(acc) => acc.result(),
             Agg::Count(n) => Value::Int(*n),
-            Agg::Sum(t) => t.value(),
+            Agg::Sum(t) => t.get().to_value(),
             Agg::Avg(t, n) => {
                 if *n <= 0 {
                     Value::Null
                 } else {
-                    Value::Float(t.as_f64() / *n as f64)
+                    Value::Float(t.get().as_f64() / *n as f64)
                 }
             }
             Agg::Extreme(max, values) => {
@@ -201,11 +174,12 @@ impl Agg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::support::accumulators::check;
 
     fn added(op: AggregateOp, vals: &[Value]) -> Agg {
         let mut a = Agg::new(op, true);
         for v in vals {
-            check_input(op, v).unwrap();
+            check(op, v).unwrap();
             a.add(0, v);
         }
         a
@@ -278,6 +252,25 @@ mod tests {
         last.add(5, &Value::Int(2));
         assert_eq!(last.result(), Value::Int(1), "last by event time");
         assert!(last.check_retract(&Value::Int(1)).is_err());
-        assert!(check_input(AggregateOp::Sum, &Value::str("x")).is_err());
+        assert!(check(AggregateOp::Sum, &Value::str("x")).is_err());
+    }
+
+    #[test]
+    fn nulls_are_skipped_when_added_and_when_retracted() {
+        let mut avg = added(AggregateOp::Avg, &[Value::Int(4), Value::Null]);
+        assert_eq!(
+            avg.result(),
+            Value::Float(4.0),
+            "null is not in the divisor"
+        );
+        assert!(avg.check_retract(&Value::Null).is_ok());
+        avg.retract(&Value::Null);
+        assert_eq!(avg.result(), Value::Float(4.0));
+        let mut max = added(AggregateOp::Max, &[Value::Int(4), Value::Null]);
+        assert!(max.check_retract(&Value::Null).is_ok());
+        max.retract(&Value::Null);
+        assert_eq!(max.result(), Value::Int(4));
+        let d = added(AggregateOp::DistinctCount, &[Value::Null, Value::Int(1)]);
+        assert_eq!(d.result(), Value::Int(1));
     }
 }
