@@ -8,6 +8,7 @@
 //! - [`time`]: watermarks and timers; [`state`]: RocksDB with a write-back cache
 //! - [`checkpoint`]: layout, catalog and restore-point choice (pure), storage I/O
 //! - [`source`], [`sink`]: files, generators, stdout; [`kafka`]: Kafka source and sink
+//! - [`lookup`]: the key-value stores lookupJoin reads (Redis)
 //! - [`job`]: the coordinator; [`admin`], [`metrics`], [`status`]: observability
 //! - [`config`]: command-line and environment settings; [`bench`]: throughput benchmark
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the Kubernetes termination message
@@ -21,6 +22,7 @@ pub mod config;
 pub mod generator;
 pub mod job;
 pub mod kafka;
+pub mod lookup;
 pub mod metrics;
 pub mod operator;
 pub mod plan;
