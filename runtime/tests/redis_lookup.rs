@@ -73,7 +73,7 @@ fn looks_up_with_a_password_and_with_an_acl_user() {
     assert_answers(&mut RedisStore::open(&url, None).unwrap());
 
     redis::cmd("ACL")
-        .arg(["SETUSER", "app", "on", ">app-pw", "~f:*", "+mget"])
+        .arg(&["SETUSER", "app", "on", ">app-pw", "~f:*", "+mget"])
         .query::<()>(&mut conn)
         .unwrap();
     let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port);
@@ -129,7 +129,7 @@ fn a_dropped_connection_is_reopened() {
     assert_answers(&mut store);
     // the server closes every other client connection (as on a timeout or failover)
     redis::cmd("CLIENT")
-        .arg(["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
         .query::<i64>(&mut conn)
         .unwrap();
     assert_answers(&mut store);
@@ -152,7 +152,7 @@ fn looks_up_over_tls_with_a_private_ca() {
         .unwrap();
     seed(&mut conn);
 
-    let mut store = RedisStore::open(&url, Some(&ca.ca)).unwrap();
+    let mut store = RedisStore::open(&url, Some(ca.ca.as_path())).unwrap();
     assert_eq!(
         store.name(),
         format!("rediss://127.0.0.1:{}/0", server.port)

@@ -101,6 +101,14 @@ pub fn open(
     Ok(Box::new(store))
 }
 
+/// The part of `url` that [`weir_crds::pipeline::redact_url`] hides: the password, or a
+/// user-info without `:`.
+fn url_secret(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    Some(userinfo.split_once(':').map_or(userinfo, |(_, pw)| pw))
+}
+
 /// `message` with every occurrence of `secret` (if non-empty) replaced by `***`.
 fn scrub(message: String, secret: Option<&str>) -> String {
     match secret {
@@ -154,5 +162,8 @@ mod tests {
             scrub("auth with s3cret failed".into(), Some("s3cret")),
             "auth with *** failed"
         );
+        assert_eq!(url_secret("redis://u:p@ss@h:1/0"), Some("p@ss"));
+        assert_eq!(url_secret("rediss://tok@h"), Some("tok"));
+        assert_eq!(url_secret("redis://h:1"), None);
     }
 }

@@ -3,7 +3,7 @@
 //! `redis://user:password@...`) and the database from the URL; `rediss://` is TLS over
 //! rustls, trusting the system roots or the CA certificates in [`CA_FILE_ENV`]'s file.
 
-use super::{scrub, LookupError, LookupStore};
+use super::{scrub, url_secret, LookupError, LookupStore};
 use ::redis::{Client, ConnectionAddr, RedisError, TlsCertificates};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl RedisStore {
     pub fn open(url: &str, ca_file: Option<&Path>) -> Result<Self, LookupError> {
         let invalid = |e: RedisError| LookupError::InvalidUrl {
             url: redact_url(url),
-            message: e.to_string(),
+            message: scrub(e.to_string(), url_secret(url)),
         };
         let tls = url.starts_with("rediss://");
         let client = match ca_file.filter(|_| tls) {
