@@ -617,16 +617,62 @@ fn default_in_flight() -> u32 {
     64
 }
 
-/// An external key-value store.
+/// An external key-value store: set exactly one of `redis` and `redisUrlSecret`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LookupStoreSpec {
-    /// Redis: `redis://host:port/db`; values are JSON strings.
+    /// Redis URL: `redis://[[user]:password@]host[:port][/db]`, or `rediss://...` for TLS (a private CA from the file named by `WEIR_REDIS_CA_FILE`); values are JSON strings. A URL with a password is better kept in a Secret (`redisUrlSecret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
+    /// The Redis URL (same forms as `redis`) from a key of a Secret in the job's namespace; the operator passes it to the runtime pods as the environment variable `WEIR_LOOKUP_<OPERATOR NAME, upper snake case>_REDIS_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url_secret: Option<SecretKeyRef>,
     /// Prefix added to every key.
     #[serde(default)]
     pub key_prefix: String,
+}
+
+/// A key of a Secret in the job's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key within the Secret whose value is used.
+    pub key: String,
+}
+
+/// The environment variable through which the operator passes lookupJoin operator
+/// `operator`'s `store.redisUrlSecret` to the runtime: `WEIR_LOOKUP_<NAME>_REDIS_URL`, the
+/// name upper-cased with every character other than a letter or digit replaced by `_`.
+pub fn lookup_redis_url_env(operator: &str) -> String {
+    let name: String = operator
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("WEIR_LOOKUP_{name}_REDIS_URL")
+}
+
+/// `url` with the password (or a user-info without `:`, which may be one) replaced by `***`,
+/// for messages and logs: `redis://user:***@host:6379/0`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{shown}@{host}")
 }
 
 /// A multi-level retry queue with growing gaps and an expiry.

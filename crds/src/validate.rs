@@ -1,7 +1,8 @@
 //! Pure validation of a StreamJob spec: graph shape, expressions and settings, each error naming its field.
 
 use crate::pipeline::{
-    AggregateOp, AggregateSpec, OperatorKind, OperatorSpec, Pipeline, WindowType, OPERATOR_KINDS,
+    lookup_redis_url_env, redact_url, AggregateOp, AggregateSpec, LookupStoreSpec, OperatorKind,
+    OperatorSpec, Pipeline, WindowType, OPERATOR_KINDS,
 };
 use crate::stream_job::StreamJobSpec;
 use std::collections::{BTreeMap, BTreeSet};
@@ -214,8 +215,21 @@ impl Validator {
             }
         }
 
+        // operators whose Redis URL comes from a Secret, by environment variable
+        let mut url_envs: BTreeMap<String, &str> = BTreeMap::new();
         for (i, o) in p.operators.iter().enumerate() {
             let f = format!("spec.pipeline.operators[{i}]");
+            if let Some(l) = o.lookup_join.as_ref() {
+                if l.store.redis_url_secret.is_some() {
+                    let env = lookup_redis_url_env(&o.name);
+                    if let Some(other) = url_envs.insert(env.clone(), &o.name) {
+                        self.err(
+                            format!("{f}.name"),
+                            format!("'{}' and '{other}' would both read the Redis URL from {env}; rename one", o.name),
+                        );
+                    }
+                }
+            }
             self.one_kind(
                 &f,
                 "operator",
@@ -484,14 +498,7 @@ impl Validator {
                 let lf = format!("{f}.lookupJoin");
                 self.cel(format!("{lf}.key"), &l.key);
                 self.cel(format!("{lf}.emit"), &l.emit);
-                match &l.store.redis {
-                    None => self.err(format!("{lf}.store"), "set store.redis (redis://host:port)"),
-                    Some(u) if !u.starts_with("redis://") => self.err(
-                        format!("{lf}.store.redis"),
-                        format!("'{u}' must start with redis://"),
-                    ),
-                    Some(_) => {}
-                }
+                self.lookup_store(&format!("{lf}.store"), &l.store);
                 if l.max_in_flight == 0 {
                     self.err(format!("{lf}.maxInFlight"), "must be at least 1");
                 }
@@ -505,6 +512,36 @@ impl Validator {
             OperatorKind::Repartition(r) => self.cel(format!("{f}.repartition.key"), &r.key),
         }
         let _ = o;
+    }
+
+    /// Exactly one of `redis` and `redisUrlSecret`; messages never show a URL's password.
+    fn lookup_store(&mut self, sf: &str, store: &LookupStoreSpec) {
+        match (&store.redis, &store.redis_url_secret) {
+            (None, None) => self.err(
+                sf,
+                "set store.redis (redis://host:port) or store.redisUrlSecret ({name, key} of a Secret holding the URL)",
+            ),
+            (Some(_), Some(_)) => self.err(
+                format!("{sf}.redisUrlSecret"),
+                "set store.redis or store.redisUrlSecret, not both",
+            ),
+            (Some(u), None) => {
+                if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                    self.err(
+                        format!("{sf}.redis"),
+                        format!("'{}' must start with redis:// or rediss://", redact_url(u)),
+                    );
+                }
+            }
+            (None, Some(secret)) => {
+                if secret.name.trim().is_empty() {
+                    self.err(format!("{sf}.redisUrlSecret.name"), "must not be empty");
+                }
+                if secret.key.trim().is_empty() {
+                    self.err(format!("{sf}.redisUrlSecret.key"), "must not be empty");
+                }
+            }
+        }
     }
 
     fn aggregates(&mut self, field: &str, aggs: &[AggregateSpec]) {
@@ -799,5 +836,99 @@ mod tests {
             "repartition: {key: \"e.adId\"}",
         )));
         assert!(errs[0].message.contains("Kafka"), "{errs:?}");
+    }
+
+    /// `OK` with operator `imps` replaced by lookupJoin operators `names` over `store`.
+    fn lookups(names: &[&str], store: &str) -> StreamJobSpec {
+        let ops: Vec<String> = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "{{name: {n}, input: gen, lookupJoin: {{key: e.adId, emit: e, store: {store}}}}}"
+                )
+            })
+            .collect();
+        spec(
+            &OK.replace(
+                "{name: imps, input: gen, filter: \"e.type == 'impression'\"}",
+                &ops.join("\n      - "),
+            )
+            .replace("input: imps", &format!("input: {}", names[0])),
+        )
+    }
+
+    #[test]
+    fn a_lookup_store_is_a_redis_url_or_a_secret_but_not_both() {
+        assert_eq!(
+            validate_spec(&lookups(&["f"], "{redis: \"redis://:pw@r:6379/1\"}")),
+            vec![]
+        );
+        assert_eq!(
+            validate_spec(&lookups(&["f"], "{redis: \"rediss://u:pw@r\"}")),
+            vec![]
+        );
+        let secret = "{redisUrlSecret: {name: redis, key: url}}";
+        let s = lookups(&["f"], secret);
+        let store = &s.pipeline.operators[0].lookup_join.as_ref().unwrap().store;
+        assert_eq!(
+            store.redis_url_secret.as_ref().map(|r| r.key.as_str()),
+            Some("url")
+        );
+        assert_eq!(validate_spec(&s), vec![]);
+
+        let errs = validate_spec(&lookups(&["f"], "{keyPrefix: x}"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.pipeline.operators[0].lookupJoin.store");
+        assert!(errs[0].message.contains("redisUrlSecret"), "{errs:?}");
+
+        let both = "{redis: \"redis://r\", redisUrlSecret: {name: redis, key: url}}";
+        let errs = validate_spec(&lookups(&["f"], both));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[0].lookupJoin.store.redisUrlSecret"
+        );
+        assert!(errs[0].message.contains("not both"), "{errs:?}");
+
+        let errs = validate_spec(&lookups(&["f"], "{redisUrlSecret: {name: \"\", key: url}}"));
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[0].lookupJoin.store.redisUrlSecret.name"
+        );
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_reported_without_its_password() {
+        let errs = validate_spec(&lookups(&["f"], "{redis: \"http://admin:s3cret@r:6379\"}"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].field,
+            "spec.pipeline.operators[0].lookupJoin.store.redis"
+        );
+        assert!(errs[0].message.contains("admin:***@r:6379"), "{errs:?}");
+        assert!(!errs[0].message.contains("s3cret"), "{errs:?}");
+        assert_eq!(redact_url("redis://r:6379/0"), "redis://r:6379/0");
+        assert_eq!(redact_url("rediss://:p@ss@r"), "rediss://:***@r");
+        assert_eq!(redact_url("redis://token@r"), "redis://***@r");
+    }
+
+    #[test]
+    fn secret_redis_urls_need_distinct_environment_variables() {
+        assert_eq!(
+            lookup_redis_url_env("enrich-ads_2"),
+            "WEIR_LOOKUP_ENRICH_ADS_2_REDIS_URL"
+        );
+        let secret = "{redisUrlSecret: {name: redis, key: url}}";
+        let errs = validate_spec(&lookups(&["a-b", "a_b"], secret));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.pipeline.operators[1].name");
+        assert!(
+            errs[0].message.contains("WEIR_LOOKUP_A_B_REDIS_URL"),
+            "{errs:?}"
+        );
+        assert_eq!(
+            validate_spec(&lookups(&["a-b", "a_b"], "{redis: \"redis://r\"}")),
+            vec![]
+        );
     }
 }

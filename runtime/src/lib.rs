@@ -14,6 +14,7 @@
 //! - [`checkpoint`]: layout, catalog and restore-point choice (pure), storage I/O
 //! - [`source`], [`sink`]: files, generators, stdout; [`kafka`]: Kafka source and sink
 //! - [`record`], [`metrics`]: the record type and the Prometheus metrics
+//! - [`lookup`]: the key-value stores lookupJoin reads (Redis)
 //! - `allocator`: mimalloc for the whole process (RocksDB's C++ allocations included)
 
 mod allocator;
@@ -23,6 +24,7 @@ pub mod exchange;
 pub mod generator;
 pub mod job;
 pub mod kafka;
+pub mod lookup;
 pub mod metrics;
 pub mod operator;
 pub mod plan;

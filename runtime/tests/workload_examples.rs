@@ -7,12 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::redis_server::start_redis;
 use common::*;
 use serde_yaml::Value as Yaml;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use weir_runtime::operator::workload::engine::Redis;
 
 fn example_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -171,62 +169,22 @@ fn window_3m_example_runs_and_survives_kill_9() {
     run_with_kills("window-3m", &["warehouse"], &["warehouse"], 2, None);
 }
 
-/// A throwaway `redis-server` on a free port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Option<RedisServer> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = RedisServer { child, port };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed() > Duration::from_secs(10) {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(server)
-}
-
 #[test]
 fn feature_join_example_enriches_from_redis_and_survives_kill_9() {
     let Some(redis) = start_redis() else {
         eprintln!("redis-server is not installed; skipping the feature-join example");
         return;
     };
-    let mut client = Redis::new(&format!("redis://127.0.0.1:{}", redis.port));
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut conn = client.get_connection().unwrap();
     // Every ad but ad-7 has features; clicks on ad-7 wait in the retry queue.
     for ad in (0..1000).filter(|ad| *ad != 7) {
         let value = format!("{{\"ctr\":0.0{},\"category\":{}}}", ad % 10, ad % 7);
         let key = format!("features:ad-{ad}");
-        client
-            .command(&[b"SET", key.as_bytes(), value.as_bytes()])
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .query::<()>(&mut conn)
             .unwrap();
     }
     run_with_kills(

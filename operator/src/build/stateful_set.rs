@@ -8,11 +8,12 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdate
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    SecretEnvSource, Volume, VolumeMount,
+    SecretEnvSource, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
+use weir_crds::pipeline::lookup_redis_url_env;
 use weir_crds::stream_job::DesiredState;
 use weir_crds::StreamJob;
 
@@ -204,15 +205,45 @@ fn env(job: &StreamJob, id: &JobIdentity) -> Vec<EnvVar> {
             }),
         },
     ];
+    let lookups = lookup_url_env(job);
     env.extend(
         job.spec
             .pod_template
             .env
             .iter()
             .filter(|e| !RESERVED_ENV.contains(&e.name.as_str()))
+            .filter(|e| !lookups.iter().any(|l| l.name == e.name))
             .cloned(),
     );
+    env.extend(lookups);
     env
+}
+
+/// For each lookupJoin operator with `store.redisUrlSecret`: its Redis URL from the Secret's
+/// key as `WEIR_LOOKUP_<OPERATOR>_REDIS_URL` (`weir_crds::pipeline::lookup_redis_url_env`),
+/// the variable the runtime reads it from. The URL (with its password) never appears in the
+/// job's ConfigMap or the StatefulSet.
+fn lookup_url_env(job: &StreamJob) -> Vec<EnvVar> {
+    job.spec
+        .pipeline
+        .operators
+        .iter()
+        .filter_map(|o| {
+            let secret = o.lookup_join.as_ref()?.store.redis_url_secret.as_ref()?;
+            Some(EnvVar {
+                name: lookup_redis_url_env(&o.name),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            })
+        })
+        .collect()
 }
 
 /// The `s3://` credentials Secret (`checkpoint.credentialsSecret`) as environment variables
@@ -396,5 +427,45 @@ mod tests {
                 .cloned()
         };
         assert_eq!(revision(&before), revision(&after));
+    }
+
+    #[test]
+    fn a_lookup_url_secret_becomes_a_secret_key_ref_env_var() {
+        let mut job = fixtures::job("job.yaml");
+        let op: weir_crds::pipeline::OperatorSpec = serde_json::from_str(
+            r#"{"name": "enrich-ads", "input": "bids", "lookupJoin": {"key": "e.ad",
+                "emit": "e", "store": {"redisUrlSecret": {"name": "redis-creds", "key": "url"}}}}"#,
+        )
+        .expect("operator");
+        job.spec.pipeline.operators.push(op);
+        // a user variable of the same name does not replace it
+        job.spec.pod_template.env.push(EnvVar {
+            name: "WEIR_LOOKUP_ENRICH_ADS_REDIS_URL".to_string(),
+            value: Some("redis://elsewhere".to_string()),
+            value_from: None,
+        });
+        let (_, pod, _) = built(&job);
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let vars: Vec<&EnvVar> = env
+            .iter()
+            .filter(|e| e.name == "WEIR_LOOKUP_ENRICH_ADS_REDIS_URL")
+            .collect();
+        assert_eq!(vars.len(), 1, "{env:?}");
+        assert_eq!(vars[0].value, None);
+        let secret = vars[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secretKeyRef");
+        assert_eq!(secret.name, "redis-creds");
+        assert_eq!(secret.key, "url");
+        assert_eq!(secret.optional, Some(false));
+        // the fixture's own operators add none
+        let (_, plain, _) = built(&fixtures::job("job.yaml"));
+        assert!(!plain.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name.starts_with("WEIR_LOOKUP_")));
     }
 }

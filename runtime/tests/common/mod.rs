@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: run the real binary, read committed output.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -2,11 +2,12 @@
 //! operator's state in the task's RocksDB (through the write-back [`WorkloadState`] cache),
 //! keeps its event-time timers in an [`EventTimers`] store fired from `on_watermark`
 //! (processing-time timers go to the task's timer service), forwards outputs to the task's
-//! [`Context`], and performs lookupJoin's lookups against Redis.
+//! [`Context`], and performs lookupJoin's lookups through a [`LookupStore`] (the store
+//! clients are in [`crate::lookup`]).
 //!
 //! Lookups are batched: requests collect until `maxInFlight` are pending, or the watermark
 //! moves, or a timer fires, or a short processing-time flush timer fires; then they go to
-//! Redis as one pipelined round trip. If Redis cannot be reached the requests stay in flight
+//! the store as one round trip. If the store cannot be reached the requests stay in flight
 //! (they are in the operator's state) and are retried at the next flush.
 
 use super::{
@@ -14,16 +15,13 @@ use super::{
     splice::Splice, state_cache::WorkloadState, timer_store::EventTimers, Collector, Ctx, Event,
     LookupRequest, Output, StateBackendError, Timer, TimerService, WorkloadError, WorkloadOperator,
 };
+use crate::lookup::{self, LookupStore};
 use crate::operator::{Context, OpResult, Operator, OperatorError};
 use crate::record::Record;
 use crate::state::{StateError, StateHandle};
 use crate::time::{TimeDomain as EngineDomain, Timer as EngineTimer};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 use weir_crds::pipeline::{OperatorKind, OperatorSpec, TimeDomain};
 use weir_crds::validate::SpecError;
-use weir_expr::Value;
 
 /// MiB of keys and encoded values the write-back cache holds per operator and task unless
 /// [`CACHE_MIB_ENV`] says otherwise (about 1.3 million splice samples of four fields).
@@ -85,19 +83,16 @@ pub fn build(
         OperatorKind::Accumulate(a) => Accumulate::new(name, inputs, a)
             .map(|o| Box::new(Adapter::new(o, None)) as Box<dyn Operator>)
             .map_err(err),
-        OperatorKind::LookupJoin(l) => {
-            let url = l.store.redis.clone().unwrap_or_default();
-            LookupJoin::new(name, l)
-                .map(|o| {
-                    let cap = o.max_in_flight();
-                    let redis = Redis::new(&url);
-                    Box::new(Adapter::new(
-                        o,
-                        Some((Box::new(redis) as Box<dyn LookupStore>, cap)),
-                    )) as Box<dyn Operator>
-                })
-                .map_err(err)
-        }
+        OperatorKind::LookupJoin(l) => LookupJoin::new(name, l).map_err(err).and_then(|o| {
+            let cap = o.max_in_flight();
+            let store = lookup::open(&spec.name, &l.store).map_err(|(sub, e)| {
+                vec![SpecError {
+                    field: format!("{field}.lookupJoin.{sub}"),
+                    message: e.to_string(),
+                }]
+            })?;
+            Ok(Box::new(Adapter::new(o, Some((store, cap)))) as Box<dyn Operator>)
+        }),
         OperatorKind::Repartition(r) => crate::operator::repartition::build(field, spec, r),
         _ => return None,
     })
@@ -171,12 +166,6 @@ impl Collector for OutputBuffer {
     fn request_lookup(&mut self, request: LookupRequest) {
         self.lookups.push(request);
     }
-}
-
-/// An external key-value store answering lookups in batches.
-pub trait LookupStore: Send {
-    /// The values of `keys` (`None` for a missing key), in order; `Err` if the store is down.
-    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Value>>, String>;
 }
 
 /// Adapts a [`WorkloadOperator`] to the engine's [`Operator`].
@@ -413,134 +402,10 @@ impl<O: WorkloadOperator> Operator for Adapter<O> {
     }
 }
 
-/// A minimal Redis client: pipelined `GET`s over one connection (RESP2), values parsed as
-/// JSON (a value that is not JSON is returned as a string).
-pub struct Redis {
-    addr: String,
-    db: Option<u32>,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
-}
-
-impl Redis {
-    /// A client for `redis://host:port[/db]`; connects on first use.
-    pub fn new(url: &str) -> Self {
-        let rest = url.strip_prefix("redis://").unwrap_or(url);
-        let (addr, db) = match rest.split_once('/') {
-            Some((a, d)) => (a, d.parse().ok()),
-            None => (rest, None),
-        };
-        let addr = if addr.contains(':') {
-            addr.to_string()
-        } else {
-            format!("{addr}:6379")
-        };
-        Redis {
-            addr,
-            db,
-            conn: None,
-        }
-    }
-
-    fn connect(&mut self) -> Result<&mut (TcpStream, BufReader<TcpStream>), String> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect(&self.addr)
-                .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
-            let timeout = Some(Duration::from_secs(5));
-            s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-            s.set_write_timeout(timeout).map_err(|e| e.to_string())?;
-            let _ = s.set_nodelay(true);
-            let r = s.try_clone().map_err(|e| e.to_string())?;
-            self.conn = Some((s, BufReader::new(r)));
-            if let Some(db) = self.db.filter(|d| *d != 0) {
-                let reply = self.command(&[b"SELECT", db.to_string().as_bytes()])?;
-                if reply.is_some_and(|r| r != b"OK") {
-                    return Err(format!("selecting db {db} failed"));
-                }
-            }
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| "not connected".to_string())
-    }
-
-    /// Sends one command and reads its reply.
-    pub fn command(&mut self, args: &[&[u8]]) -> Result<Option<Vec<u8>>, String> {
-        let mut buf = Vec::new();
-        encode_command(&mut buf, args);
-        let conn = self.connect()?;
-        conn.0.write_all(&buf).map_err(|e| e.to_string())?;
-        let reply = read_reply(&mut conn.1);
-        if reply.is_err() {
-            self.conn = None;
-        }
-        reply
-    }
-}
-
-fn encode_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
-    buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        buf.extend_from_slice(a);
-        buf.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Reads one RESP reply: simple string, integer or bulk string (`None` for nil).
-fn read_reply(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, String> {
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let line = line.trim_end_matches(['\r', '\n']);
-    let (kind, rest) = line.split_at(line.len().min(1));
-    match kind {
-        "+" | ":" => Ok(Some(rest.as_bytes().to_vec())),
-        "-" => Err(format!("redis error: {rest}")),
-        "$" => {
-            let n: i64 = rest
-                .parse()
-                .map_err(|_| format!("bad bulk length '{rest}'"))?;
-            if n < 0 {
-                return Ok(None);
-            }
-            let len = usize::try_from(n).map_err(|e| e.to_string())?;
-            let mut data = vec![0u8; len + 2];
-            r.read_exact(&mut data).map_err(|e| e.to_string())?;
-            data.truncate(len);
-            Ok(Some(data))
-        }
-        "" => Err("connection closed".into()),
-        other => Err(format!("unexpected reply type '{other}'")),
-    }
-}
-
-impl LookupStore for Redis {
-    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Value>>, String> {
-        let mut buf = Vec::new();
-        for k in keys {
-            encode_command(&mut buf, &[b"GET", k.as_bytes()]);
-        }
-        let conn = self.connect()?;
-        let res = (|| {
-            conn.0.write_all(&buf).map_err(|e| e.to_string())?;
-            let mut out = Vec::with_capacity(keys.len());
-            for _ in keys {
-                out.push(read_reply(&mut conn.1)?.map(|bytes| {
-                    let text = String::from_utf8_lossy(&bytes);
-                    Value::from_json(&text).unwrap_or_else(|_| Value::str(&text))
-                }));
-            }
-            Ok(out)
-        })();
-        if res.is_err() {
-            self.conn = None;
-        }
-        res
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_expr::Value;
 
     #[test]
     fn due_timers_go_downstream_a_bounded_batch_per_watermark_call() {
@@ -582,22 +447,5 @@ mod tests {
         }
         assert_eq!(timed_out, keys);
         assert_eq!(calls, 3);
-    }
-
-    #[test]
-    fn parses_redis_replies() {
-        let mut r = &b"$5\r\nhello\r\n$-1\r\n+OK\r\n-ERR nope\r\n"[..];
-        assert_eq!(read_reply(&mut r).unwrap(), Some(b"hello".to_vec()));
-        assert_eq!(read_reply(&mut r).unwrap(), None);
-        assert_eq!(read_reply(&mut r).unwrap(), Some(b"OK".to_vec()));
-        assert!(read_reply(&mut r).is_err());
-    }
-
-    #[test]
-    fn parses_redis_urls() {
-        let r = Redis::new("redis://10.0.0.1:6380/2");
-        assert_eq!((r.addr.as_str(), r.db), ("10.0.0.1:6380", Some(2)));
-        let r = Redis::new("redis://cache");
-        assert_eq!((r.addr.as_str(), r.db), ("cache:6379", None));
     }
 }

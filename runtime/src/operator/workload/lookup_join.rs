@@ -316,6 +316,7 @@ mod tests {
             key: "e.user".into(),
             store: LookupStoreSpec {
                 redis: Some("redis://127.0.0.1:6379".into()),
+                redis_url_secret: None,
                 key_prefix: "feat:".into(),
             },
             max_in_flight,
