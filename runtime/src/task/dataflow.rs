@@ -30,24 +30,7 @@ impl Task {
                 let r = if ci + 1 == n { rec.take() } else { rec.clone() };
                 let Some(r) = r else { continue };
                 match c {
-                    Consumer::Op { op, input } => {
-                        let slot = &mut self.ops[op];
-                        let mut ctx = Context::new(
-                            slot.watermark,
-                            self.now,
-                            slot.side_outputs,
-                            &mut self.out_buf,
-                            &mut slot.timers,
-                            &mut slot.dead_letters,
-                        );
-                        let task = self.id;
-                        slot.op
-                            .process(input, r, &mut ctx)
-                            .map_err(|source| TaskError::Operator { task, source })?;
-                        for (port, out) in self.out_buf.drain(..).rev() {
-                            stack.push((slot.ports[port], out));
-                        }
-                    }
+                    Consumer::Op { op, input } => self.process_at(op, input, r, stack)?,
                     Consumer::Exchange(x) => self.send_to_owner(x, r),
                     Consumer::Sink(k) => {
                         self.sinks[k].write(&r).map_err(self.sink_err())?;
@@ -130,7 +113,7 @@ impl Task {
     pub(super) fn process_exchanged(
         &mut self,
         x: usize,
-        records: Vec<crate::record::Record>,
+        records: Vec<Record>,
     ) -> Result<(), TaskError> {
         let Some((op, input)) = self
             .exchange
@@ -142,24 +125,9 @@ impl Task {
         let mut stack = std::mem::take(&mut self.stack);
         let mut res = Ok(());
         for r in records {
-            let slot = &mut self.ops[op];
-            let mut ctx = Context::new(
-                slot.watermark,
-                self.now,
-                slot.side_outputs,
-                &mut self.out_buf,
-                &mut slot.timers,
-                &mut slot.dead_letters,
-            );
-            let task = self.id;
-            if let Err(source) = slot.op.process(input, r, &mut ctx) {
-                res = Err(TaskError::Operator { task, source });
-                break;
-            }
-            for (port, out) in self.out_buf.drain(..).rev() {
-                stack.push((slot.ports[port], out));
-            }
-            res = self.drain(&mut stack);
+            res = self
+                .process_at(op, input, r, &mut stack)
+                .and_then(|()| self.drain(&mut stack));
             if res.is_err() {
                 break;
             }
@@ -167,6 +135,33 @@ impl Task {
         stack.clear();
         self.stack = stack;
         res
+    }
+
+    /// Hands `record` to input `input` of operator `op`; what it emits goes on `stack`.
+    fn process_at(
+        &mut self,
+        op: usize,
+        input: usize,
+        record: Record,
+        stack: &mut Vec<(usize, Record)>,
+    ) -> Result<(), TaskError> {
+        let slot = &mut self.ops[op];
+        let mut ctx = Context::new(
+            slot.watermark,
+            self.now,
+            slot.side_outputs,
+            &mut self.out_buf,
+            &mut slot.timers,
+            &mut slot.dead_letters,
+        );
+        let task = self.id;
+        slot.op
+            .process(input, record, &mut ctx)
+            .map_err(|source| TaskError::Operator { task, source })?;
+        for (port, out) in self.out_buf.drain(..).rev() {
+            stack.push((slot.ports[port], out));
+        }
+        Ok(())
     }
 
     pub(super) fn fire_processing_timers(&mut self) -> Result<(), TaskError> {

@@ -141,6 +141,17 @@ pub fn wire(plan: &JobPlan) -> Result<Wiring, String> {
 }
 
 impl Wiring {
+    /// What the consumers of operator `op`'s outputs need, given every stream's `needs`.
+    fn output_needs(&self, op: usize, needs: &[Option<Vec<Arc<str>>>]) -> FieldNeeds<'static> {
+        FieldNeeds {
+            side_outputs: self.op_side_outputs[op],
+            outputs: self.op_ports[op]
+                .iter()
+                .map(|p| needs[*p].clone())
+                .collect(),
+        }
+    }
+
     /// Per stream, the top-level fields its consumers need of its records (`None`: whole
     /// records): the union over its consumers, a sink needing whole records and an operator
     /// what `fields_needed(op, input, its outputs' needs)` says (the operator's
@@ -160,13 +171,7 @@ impl Wiring {
                         Consumer::Sink(_) => None,
                         Consumer::Exchange(x) => {
                             let ExchangeEdge { op, input, .. } = self.exchanges[x];
-                            let outputs = FieldNeeds {
-                                side_outputs: self.op_side_outputs[op],
-                                outputs: self.op_ports[op]
-                                    .iter()
-                                    .map(|p| needs[*p].clone())
-                                    .collect(),
-                            };
+                            let outputs = self.output_needs(op, &needs);
                             // the key is evaluated on the sending side
                             let key_fields = match &self.exchanges[x].key {
                                 Some(k) => weir_expr::Expr::compile(k, &["e"])
@@ -180,14 +185,7 @@ impl Wiring {
                             )
                         }
                         Consumer::Op { op, input } => {
-                            let outputs = FieldNeeds {
-                                side_outputs: self.op_side_outputs[op],
-                                outputs: self.op_ports[op]
-                                    .iter()
-                                    .map(|p| needs[*p].clone())
-                                    .collect(),
-                            };
-                            fields_needed(op, input, &outputs)
+                            fields_needed(op, input, &self.output_needs(op, &needs))
                         }
                     };
                     need = operator::union_fields(need, n.as_deref());

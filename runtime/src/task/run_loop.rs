@@ -84,14 +84,8 @@ impl Task {
                 if backpressured {
                     self.count_blocked(blocked.elapsed());
                 }
-                match command {
-                    Ok(cmd) => {
-                        if !self.handle(cmd, events)? {
-                            return Ok(());
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                if !self.handle_received(command, events)? {
+                    return Ok(());
                 }
                 if !self.finished && self.all_exhausted() && self.exchange_done() {
                     self.finished = true;
@@ -105,14 +99,8 @@ impl Task {
                 let blocked = Instant::now();
                 let command = commands.recv_timeout(backoff.min(SINK_BACKOFF_SLICE));
                 self.count_blocked(blocked.elapsed());
-                match command {
-                    Ok(cmd) => {
-                        if !self.handle(cmd, events)? {
-                            return Ok(());
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                if !self.handle_received(command, events)? {
+                    return Ok(());
                 }
                 continue;
             }
@@ -139,14 +127,9 @@ impl Task {
             }
             if n == 0 && exchanged == 0 {
                 let idle = Instant::now();
-                match commands.recv_timeout(Duration::from_millis(if exchanging { 1 } else { 5 })) {
-                    Ok(cmd) => {
-                        if !self.handle(cmd, events)? {
-                            return Ok(());
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                let wait = Duration::from_millis(if exchanging { 1 } else { 5 });
+                if !self.handle_received(commands.recv_timeout(wait), events)? {
+                    return Ok(());
                 }
                 self.idle_us += idle.elapsed().as_micros();
                 if self.idle_us >= 1000 {
@@ -154,6 +137,19 @@ impl Task {
                     self.idle_us %= 1000;
                 }
             }
+        }
+    }
+
+    /// Handles what a wait for a command brought; false when the task must stop.
+    fn handle_received(
+        &mut self,
+        received: Result<TaskCommand, RecvTimeoutError>,
+        events: &Sender<TaskEvent>,
+    ) -> Result<bool, TaskError> {
+        match received {
+            Ok(cmd) => self.handle(cmd, events),
+            Err(RecvTimeoutError::Timeout) => Ok(true),
+            Err(RecvTimeoutError::Disconnected) => Ok(false),
         }
     }
 
