@@ -70,12 +70,14 @@ fn chained_aggregates_survive_kill_9() {
     let crash = tmp();
     let stderr = run(crash.path(), 2);
     assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+    // Both partitions' bids meet per bidder in one task (a keyed exchange), in an order that
+    // varies between runs, so the changelogs differ on the way and agree on the result.
     for sub in ["bidders", "groups"] {
-        let expected = committed_lines(&base.path().join("out").join(sub));
-        let got = committed_lines(&crash.path().join("out").join(sub));
+        let expected = final_by_key(&base.path().join("out").join(sub));
+        let got = final_by_key(&crash.path().join("out").join(sub));
         assert!(!expected.is_empty(), "no output for {sub}");
-        assert_eq!(expected.len(), got.len(), "{sub}: record count differs");
-        assert!(expected == got, "{sub}: records differ");
+        assert_eq!(expected.len(), got.len(), "{sub}: key count differs");
+        assert!(expected == got, "{sub}: final results differ");
     }
     let bidders = committed_lines(&crash.path().join("out/bidders"));
     assert!(

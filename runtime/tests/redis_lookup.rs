@@ -37,7 +37,7 @@ fn keys(ks: &[&str]) -> Vec<String> {
 
 /// JSON values are parsed, others returned as strings, missing keys are `None`, in order.
 fn assert_answers(store: &mut RedisStore) {
-    let got = store.get_many(&keys(&["f:1", "missing", "f:2"])).unwrap();
+    let got = store.get_many(&keys(&["f:1", "f:missing", "f:2"])).unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(
         got[0].as_ref().map(|v| v.get("age").clone()),

@@ -192,6 +192,36 @@ pub fn committed_lines(dir: &Path) -> Vec<String> {
     lines
 }
 
+/// The final state of a changelog sink: per `key` (the aggregate's output field) its last
+/// committed record, reading the part files in checkpoint order. Every record of a key is
+/// written by the one task that owns the key, so its last record is well defined; the
+/// records before it depend on the order in which tasks' records met (as in any engine that
+/// shuffles), the last does not.
+pub fn final_by_key(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut parts: Vec<(u64, u64, PathBuf)> = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        let mut it = rest.split('-').map(|n| n.parse::<u64>().unwrap_or(0));
+        let (task, chk) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        parts.push((chk, task, e.path()));
+    }
+    parts.sort();
+    let mut last = std::collections::BTreeMap::new();
+    for (_, _, path) in parts {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            last.insert(v["key"].to_string(), line.to_string());
+        }
+    }
+    last
+}
+
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
