@@ -78,7 +78,9 @@ impl Task {
         }
         self.watermark = wm;
         self.advance_stage(0, wm)?;
-        self.forward_watermark(0, wm, self.sources_idle());
+        if self.exchange.is_some() {
+            self.forward_watermark(0, wm, self.sources_idle());
+        }
         Ok(())
     }
 
@@ -104,8 +106,8 @@ impl Task {
 
     /// Whether every source partition of this task that is not exhausted is idle.
     fn sources_idle(&self) -> bool {
-        let live: Vec<_> = self.inputs.iter().filter(|i| !i.wm.exhausted).collect();
-        !live.is_empty() && live.iter().all(|i| i.wm.is_idle(self.now))
+        let mut live = self.inputs.iter().filter(|i| !i.wm.exhausted).peekable();
+        live.peek().is_some() && live.all(|i| i.wm.is_idle(self.now))
     }
 
     /// Processes records that arrived through exchange `x`: each goes to the exchange's

@@ -161,6 +161,17 @@ impl Wiring {
         &self,
         fields_needed: impl Fn(usize, usize, &FieldNeeds<'_>) -> Option<Vec<Arc<str>>>,
     ) -> Vec<Option<Vec<Arc<str>>>> {
+        // the key is evaluated on the sending side: its fields, once per exchange
+        let key_fields: Vec<Option<Vec<Arc<str>>>> = self
+            .exchanges
+            .iter()
+            .map(|x| match &x.key {
+                Some(k) => weir_expr::Expr::compile(k, &["e"])
+                    .ok()
+                    .and_then(|e| e.fields_read("e")),
+                None => Some(vec![]),
+            })
+            .collect();
         let mut needs: Vec<Option<Vec<Arc<str>>>> = vec![Some(vec![]); self.consumers.len()];
         loop {
             let mut changed = false;
@@ -172,16 +183,9 @@ impl Wiring {
                         Consumer::Exchange(x) => {
                             let ExchangeEdge { op, input, .. } = self.exchanges[x];
                             let outputs = self.output_needs(op, &needs);
-                            // the key is evaluated on the sending side
-                            let key_fields = match &self.exchanges[x].key {
-                                Some(k) => weir_expr::Expr::compile(k, &["e"])
-                                    .ok()
-                                    .and_then(|e| e.fields_read("e")),
-                                None => Some(vec![]),
-                            };
                             operator::union_fields(
                                 fields_needed(op, input, &outputs),
-                                key_fields.as_deref(),
+                                key_fields[x].as_deref(),
                             )
                         }
                         Consumer::Op { op, input } => {
