@@ -82,18 +82,21 @@ spec:
     )
 }
 
+/// Two files that carry the same events (as a producer retrying into two partitions would):
+/// every duplicate of an id is the same record, so which copy `dedup` keeps does not depend on
+/// the order in which the two files' records meet after the exchange.
 fn write_dedup_input(dir: &Path) {
+    let mut text = String::new();
+    for i in 0..60_000i64 {
+        let id = i / 3;
+        let user = ["ann", "bob", "bot", "cid", "dee"][(id % 5) as usize];
+        let ts = 1_700_000_000_000 + id * 150 + (id % 7) * 300;
+        text.push_str(&format!(
+            "{{\"id\":{id},\"user\":\"{user}\",\"amount\":{},\"ts\":{ts}}}\n",
+            id % 100
+        ));
+    }
     for f in 0..2 {
-        let mut text = String::new();
-        for i in 0..60_000i64 {
-            let id = (i * 7 + f) % 20_000;
-            let user = ["ann", "bob", "bot", "cid", "dee"][(i % 5) as usize];
-            let ts = 1_700_000_000_000 + i * 50 + (i % 7) * 300;
-            text.push_str(&format!(
-                "{{\"id\":{id},\"user\":\"{user}\",\"amount\":{},\"ts\":{ts}}}\n",
-                i % 100
-            ));
-        }
         write(&dir.join(format!("part-{f}.jsonl")), &text);
     }
 }
