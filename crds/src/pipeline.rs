@@ -23,6 +23,33 @@ pub struct Pipeline {
     /// Where records go.
     #[serde(default)]
     pub sinks: Vec<SinkSpec>,
+    /// How records move to the task that owns their key when the job runs on more than one
+    /// pod: through Kafka topics Weir creates, `<job>-<operator>-<input>-exchange`. Unset
+    /// brokers borrow the first Kafka source's; a job whose plan needs an exchange across pods
+    /// and has no brokers is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeSpec>,
+}
+
+/// The Kafka transport of keyed exchanges across pods (see `Pipeline::exchange`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeSpec {
+    /// Kafka bootstrap servers; unset uses the first Kafka source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<String>,
+    /// Partition count of the exchange topics Weir creates, which is the number of tasks of
+    /// every stage behind an exchange; unset means the largest source partition count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// Write the topics in transactions committed on checkpoint completion (needs a broker
+    /// with transactions). Either way readers drop replays by writer sequence number. Default
+    /// true.
+    #[serde(default = "default_true")]
+    pub exactly_once: bool,
+    /// Extra librdkafka properties for the topics' producers and consumers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
 }
 
 // ---------------------------------------------------------------- sources

@@ -92,6 +92,7 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Vec<SpecError> {
         );
     }
     v.pipeline(&spec.pipeline);
+    v.exchange(spec);
     v.errors
 }
 
@@ -145,6 +146,65 @@ impl Validator {
                     kinds.join(", ")
                 ),
             ),
+        }
+    }
+
+    /// `pipeline.exchange`, and a job on several pods whose keyed operators need an exchange
+    /// across pods but has no Kafka brokers to carry it. Exact for generators; a file source
+    /// with several files is caught by the runtime's plan (`weir-runtime validate`), which
+    /// knows the file count.
+    fn exchange(&mut self, spec: &StreamJobSpec) {
+        let p = &spec.pipeline;
+        if let Some(x) = &p.exchange {
+            if x.brokers.as_deref().is_some_and(|b| b.trim().is_empty()) {
+                self.err(
+                    "spec.pipeline.exchange.brokers",
+                    "must not be empty when set",
+                );
+            }
+            if x.partitions == Some(0) {
+                self.err("spec.pipeline.exchange.partitions", "must be at least 1");
+            }
+        }
+        let brokers = p
+            .exchange
+            .as_ref()
+            .and_then(|x| x.brokers.as_ref())
+            .is_some()
+            || p.sources.iter().any(|s| s.kafka.is_some());
+        let spread = p
+            .sources
+            .iter()
+            .find(|s| s.generator.as_ref().is_some_and(|g| g.partitions > 1));
+        if spec.parallelism <= 1 || brokers {
+            return;
+        }
+        let Some(spread) = spread else { return };
+        let keyed = p.operators.iter().find(|o| {
+            matches!(
+                o.kind(),
+                Some(
+                    OperatorKind::Window(_)
+                        | OperatorKind::Aggregate(_)
+                        | OperatorKind::Dedup(_)
+                        | OperatorKind::Splice(_)
+                        | OperatorKind::Pattern(_)
+                        | OperatorKind::Accumulate(_)
+                        | OperatorKind::IntervalJoin(_)
+                )
+            )
+        });
+        if let Some(o) = keyed {
+            self.err(
+                "spec.pipeline.exchange.brokers",
+                format!(
+                    "operator '{}' is keyed and its input is spread over {} partitions of source '{}': with spec.parallelism {} its records must move between pods, and Weir moves them through Kafka; set spec.pipeline.exchange.brokers (or read a Kafka source), or run on one pod (spec.parallelism: 1)",
+                    o.name,
+                    spread.generator.as_ref().map_or(0, |g| g.partitions),
+                    spread.name,
+                    spec.parallelism
+                ),
+            );
         }
     }
 

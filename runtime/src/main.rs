@@ -85,18 +85,7 @@ fn load_and_plan(file: &Path) -> anyhow::Result<(LoadedManifest, JobPlan)> {
     let loaded = config::load_manifest(file)?;
     match plan_job(&loaded.job) {
         Ok(plan) => Ok((loaded, plan)),
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}: {e}", file.display());
-            }
-            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            bail!(
-                "{} has {} error(s): {}",
-                file.display(),
-                errors.len(),
-                all.join("; ")
-            )
-        }
+        Err(errors) => bail!(spec_errors(file, &errors)),
     }
 }
 
@@ -161,30 +150,53 @@ fn main() -> ExitCode {
     }
 }
 
-/// Plans the in-memory keyed exchanges, and says on stderr and in the log which keyed operators will compute per-task partial results
-/// because their input is not partitioned by their key (`plan::partitioning`).
-fn plan_exchanges_and_warn(plan: &mut JobPlan, replicas: u32) {
-    weir_runtime::plan::partitioning::plan_exchanges(plan, replicas);
-    let report = weir_runtime::plan::partitioning::analyse(plan);
-    let warning = weir_runtime::plan::partitioning::missing_exchange_warning(plan, &report);
-    for line in warning.lines() {
-        eprintln!("weir: {line}");
-        tracing::warn!("{line}");
+/// Completes the plan for `replicas` pods: Kafka partition counts, the keyed exchanges (in
+/// memory, or through Kafka topics created here), and a refusal if a keyed operator would
+/// still compute per-task partial results (`plan::partitioning`).
+fn prepare_plan(plan: &mut JobPlan, replicas: u32, file: &Path) -> anyhow::Result<()> {
+    weir_runtime::kafka::resolve_partitions(plan)?;
+    if let Err(errors) = weir_runtime::plan::partitioning::plan_exchanges(plan, replicas) {
+        bail!(spec_errors(file, &errors));
     }
+    if !plan.kafka_exchanges.is_empty() {
+        // the exchange topics: created if missing, and their partition counts read
+        weir_runtime::kafka::resolve_partitions(plan)?;
+    }
+    let report = weir_runtime::plan::partitioning::analyse(plan);
+    let unmet = weir_runtime::plan::partitioning::unmet_exchanges(plan, &report);
+    if !unmet.is_empty() {
+        bail!("{}", unmet.trim_end());
+    }
+    Ok(())
+}
+
+/// Prints every error of `file` on stderr and returns them as one message.
+fn spec_errors(file: &Path, errors: &[weir_crds::validate::SpecError]) -> String {
+    for e in errors {
+        eprintln!("{}: {e}", file.display());
+    }
+    let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    format!(
+        "{} has {} error(s): {}",
+        file.display(),
+        errors.len(),
+        all.join("; ")
+    )
 }
 
 fn validate(file: &Path) -> anyhow::Result<()> {
     let (loaded, mut plan) = load_and_plan(file)?;
-    weir_runtime::plan::partitioning::plan_exchanges(
-        &mut plan,
-        u32::try_from(loaded.job.spec.parallelism).unwrap_or(1),
-    );
-    print!("{}", plan.describe(0, 1));
+    let pods = u32::try_from(loaded.job.spec.parallelism)
+        .unwrap_or(1)
+        .max(1);
+    if let Err(errors) = weir_runtime::plan::partitioning::plan_exchanges(&mut plan, pods) {
+        bail!(spec_errors(file, &errors));
+    }
+    print!("{}", plan.describe(0, pods));
     let report = weir_runtime::plan::partitioning::analyse(&plan);
-    eprint!(
-        "{}",
-        weir_runtime::plan::partitioning::missing_exchange_warning(&plan, &report)
-    );
+    for line in weir_runtime::plan::partitioning::unmet_exchanges(&plan, &report).lines() {
+        eprintln!("warning: {line}");
+    }
     println!("{}: valid", file.display());
     Ok(())
 }
@@ -204,8 +216,7 @@ fn run_local(
         bail!("--ordinal ({ordinal}) must be below --replicas ({replicas})");
     }
     let (loaded, mut plan) = load_and_plan(file)?;
-    weir_runtime::kafka::resolve_partitions(&mut plan)?;
-    plan_exchanges_and_warn(&mut plan, replicas);
+    prepare_plan(&mut plan, replicas, file)?;
     let state_dir = state_dir.unwrap_or_else(|| {
         config::default_local_state_dir(
             &plan.job,
@@ -254,8 +265,7 @@ fn run_local(
 fn worker(config_path: &Path) -> anyhow::Result<()> {
     let pod = config::pod_settings(|k| std::env::var(k).ok())?;
     let (loaded, mut plan) = load_and_plan(config_path)?;
-    weir_runtime::kafka::resolve_partitions(&mut plan)?;
-    plan_exchanges_and_warn(&mut plan, pod.replicas);
+    prepare_plan(&mut plan, pod.replicas, config_path)?;
     let restore_from = match pod.restore_from.clone() {
         Some(r) => r,
         None => match &loaded.job.spec.restore.from {

@@ -35,14 +35,6 @@ spec:
     )
 }
 
-fn signal(child: &Child, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} failed");
-}
-
 /// Bytes written to the sink directory so far (pending and committed).
 fn bytes_written(dir: &Path) -> u64 {
     std::fs::read_dir(dir)

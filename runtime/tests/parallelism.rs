@@ -2,14 +2,21 @@
 //! Kafka or Redis commits the same multiset of records with its input in 4 partitions (one
 //! pod, so 4 tasks with keyed exchanges in memory) as in 1 partition (one task). Nexmark
 //! queries read the same events from the Nexmark generator instead of a file.
+//!
+//! With two pods (two processes, `--replicas 2`, sharing the checkpoint storage as pods share
+//! a volume) the keyed exchanges go through Kafka (a real tansu broker): the same records again,
+//! also when a pod is killed mid-stream and the job comes back on three pods.
 // Test helpers: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod kafka_common;
 use common::*;
 use serde_yaml::Value as Yaml;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -211,4 +218,227 @@ fn nexmark_queries() {
     for q in ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"] {
         same_at_any_parallelism(&format!("bench/nexmark/{q}.yaml"), 20_000);
     }
+}
+
+/// `path` patched as for one pod (see [`patched`]), named `name`, with its exchanges through
+/// the broker at `brokers` (tansu has no transactions: readers drop replays by sequence number).
+fn patched_for_pods(
+    path: &str,
+    name: &str,
+    base: &Path,
+    brokers: &str,
+    rate: Option<u64>,
+) -> String {
+    let text = patched(
+        path,
+        &base.join("out"),
+        &base.join("ck"),
+        4,
+        PODS_COUNT,
+        rate,
+    );
+    let mut job: Yaml = serde_yaml::from_str(&text).unwrap();
+    job["metadata"]["name"] = Yaml::from(name);
+    job["spec"]["pipeline"]["exchange"] =
+        serde_yaml::from_str(&format!("{{brokers: \"{brokers}\", exactlyOnce: false}}")).unwrap();
+    serde_yaml::to_string(&job).unwrap()
+}
+
+/// Events per run in the tests with several pods.
+const PODS_COUNT: u64 = 20_000;
+
+/// Starts pod `ordinal` of `replicas` of the job in `base` (own state directory, shared
+/// checkpoints); returns it and its admin port.
+fn start_pod(base: &Path, ordinal: u32, replicas: u32) -> (Child, u16) {
+    let port = free_port();
+    let job = base.join("job.yaml");
+    let state = base.join(format!("state-{ordinal}"));
+    let args = [
+        "run",
+        "-q",
+        "-f",
+        &p(&job),
+        "--state-dir",
+        &p(&state),
+        "--ordinal",
+        &ordinal.to_string(),
+        "--replicas",
+        &replicas.to_string(),
+        "--admin-port",
+        &port.to_string(),
+    ];
+    let log = std::env::var("WEIR_TEST_POD_LOG").unwrap_or_else(|_| "warn".into());
+    (spawn(&args, &[("RUST_LOG", &log)]), port)
+}
+
+/// Waits until every pod says its tasks finished, then stops them with SIGTERM (a final
+/// checkpoint commits the rest) and returns their stderr.
+fn finish_pods(mut pods: Vec<(Child, u16)>) -> String {
+    for (child, port) in pods.iter_mut() {
+        poll("every task finished", Duration::from_secs(240), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut stderr).unwrap();
+                }
+                panic!("a pod ended ({status}) before its tasks finished: {stderr}");
+            }
+            let phase = admin_status(*port).map(|s| s["phase"].clone());
+            (phase.as_ref().and_then(|p| p.as_str()) == Some("Finished")).then_some(())
+        });
+    }
+    // two more checkpoints on every pod: one of them started after every task finished, so
+    // everything is committed and a SIGTERM has nothing left to checkpoint
+    let last = |port: u16| admin_status(port).and_then(|s| s["lastCheckpoint"]["id"].as_u64());
+    let marks: Vec<Option<u64>> = pods.iter().map(|(_, port)| last(*port)).collect();
+    for ((_, port), mark) in pods.iter().zip(marks) {
+        poll(
+            "two checkpoints after the end",
+            Duration::from_secs(60),
+            || {
+                let now = last(*port)?;
+                (mark.is_none_or(|m| now >= m + 2)).then_some(())
+            },
+        );
+    }
+    for (child, _) in &pods {
+        signal(child, "TERM");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline
+        && pods
+            .iter_mut()
+            .any(|(c, _)| c.try_wait().unwrap().is_none())
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    let mut failed = false;
+    for (i, (mut child, _)) in pods.into_iter().enumerate() {
+        let exited = child.try_wait().unwrap();
+        if exited.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        failed |= exited.is_none_or(|s| !s.success());
+        stderr.push_str(&format!(
+            "--- pod {i} ({exited:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    assert!(
+        !failed,
+        "a pod failed or did not stop within 60 s of SIGTERM:\n{stderr}"
+    );
+    stderr
+}
+
+/// The committed output of every sink of the job in `base`.
+fn sink_output(base: &Path) -> SinkOutput {
+    let job: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string(base.join("job.yaml")).unwrap()).unwrap();
+    let mut sinks = BTreeMap::new();
+    for s in job["spec"]["pipeline"]["sinks"].as_sequence().unwrap() {
+        let name = s["name"].as_str().unwrap().to_string();
+        let dir = base.join("out").join(&name);
+        sinks.insert(name, (committed_lines(&dir), final_by_key(&dir)));
+    }
+    sinks
+}
+
+fn assert_same(path: &str, what: &str, one: &SinkOutput, other: &SinkOutput) {
+    for (sink, (lines, finals)) in one {
+        let (got, got_finals) = &other[sink];
+        if is_changelog(lines) {
+            assert_eq!(
+                finals, got_finals,
+                "{path}: sink {sink}: final results differ {what}"
+            );
+        } else {
+            assert_eq!(
+                (lines.len(), lines == got),
+                (got.len(), true),
+                "{path}: sink {sink} {what} differs from one task"
+            );
+        }
+    }
+}
+
+/// (1 pod, 1 partition) against (2 pods, 4 partitions), the exchanges through Kafka.
+fn same_on_two_pods(path: &str) {
+    let (one, _) = run(path, 1, PODS_COUNT);
+    assert!(
+        one.values().any(|(l, _)| !l.is_empty()),
+        "{path}: no output"
+    );
+    let broker = kafka_common::Tansu::start();
+    let base = tmp();
+    let name = "two-pods";
+    write(
+        &base.path().join("job.yaml"),
+        &patched_for_pods(path, name, base.path(), &broker.brokers, None),
+    );
+    let pods = vec![start_pod(base.path(), 0, 2), start_pod(base.path(), 1, 2)];
+    let stderr = finish_pods(pods);
+    assert!(!stderr.contains("partial results"), "{stderr}");
+    assert_same(path, "on two pods", &one, &sink_output(base.path()));
+    let total: usize = one.values().map(|(l, _)| l.len()).sum();
+    println!("{path}: {total} records, the same on one task and on two pods");
+}
+
+#[test]
+fn two_pods_window_3m() {
+    same_on_two_pods("examples/window-3m.yaml");
+}
+
+#[test]
+fn two_pods_splice() {
+    same_on_two_pods("examples/splice.yaml");
+}
+
+#[test]
+fn two_pods_nexmark_q5_chained_keyed_stages() {
+    same_on_two_pods("bench/nexmark/q5.yaml");
+}
+
+/// Two pods, one killed with SIGKILL mid-stream and the other stopped, then the job on three
+/// pods to the end: the output of one uninterrupted task, nothing lost or doubled.
+#[test]
+fn a_pod_killed_and_a_rescale_from_two_pods_to_three_lose_and_double_nothing() {
+    let path = "examples/window-3m.yaml";
+    let (one, _) = run(path, 1, PODS_COUNT);
+    let broker = kafka_common::Tansu::start();
+    let base = tmp();
+    let name = "rescale";
+    // a few seconds of input, so the kill lands mid-stream
+    let job = patched_for_pods(
+        path,
+        name,
+        base.path(),
+        &broker.brokers,
+        Some(PODS_COUNT / 6),
+    );
+    write(&base.path().join("job.yaml"), &job);
+    let root = job_root(&base.path().join("ck"), name);
+    let (mut pod0, _) = start_pod(base.path(), 0, 2);
+    let (mut pod1, _) = start_pod(base.path(), 1, 2);
+    poll(
+        "two completed checkpoints",
+        Duration::from_secs(120),
+        || (completed_checkpoints(&root).len() >= 2).then_some(()),
+    );
+    pod1.kill().unwrap(); // SIGKILL
+    let _ = pod1.wait();
+    pod0.kill().unwrap();
+    let _ = pod0.wait();
+    let pods = (0..3).map(|i| start_pod(base.path(), i, 3)).collect();
+    let stderr = finish_pods(pods);
+    assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+    let after = sink_output(base.path());
+    assert_same(
+        path,
+        "after a kill and a rescale to three pods",
+        &one,
+        &after,
+    );
 }

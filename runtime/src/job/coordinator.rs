@@ -77,6 +77,9 @@ pub struct InProgress {
     pub uploaded: u64,
     manifests_done: bool,
     last_poll: Instant,
+    /// Every task of this pod had finished its input when it started: nothing is read after
+    /// it, so once it completes it counts as a final checkpoint.
+    after_input_ended: bool,
 }
 
 /// A checkpoint to start now: tell every task to take checkpoint `id`.
@@ -337,11 +340,35 @@ impl<R> CheckpointCoordinator<R> {
         Some(self.start(is_final, None, now, wall_ms))
     }
 
+    /// With several pods: whether the next [`Self::maybe_start`] would supersede the
+    /// checkpoint in progress although this pod's tasks are done with it. The driver then
+    /// looks once more for the other pods' manifests or the marker, without waiting for
+    /// [`MULTI_POD_POLL`]: another pod may have completed it, and a pod that gave it up would
+    /// wait in vain for its final checkpoint once the others exited.
+    pub fn last_look_before_tick(&mut self, wall_ms: i64) -> bool {
+        if self.settings.replicas <= 1 {
+            return false;
+        }
+        let tick = self.settings.tick(wall_ms);
+        match self.in_progress.as_mut() {
+            Some(p) if p.waiting_tasks.is_empty() && tick > p.id && p.manifests_done => {
+                p.manifests_done = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn maybe_start_on_tick(&mut self, now: Instant, wall_ms: i64) -> Option<Start> {
         let tick = self.settings.tick(wall_ms);
         let mut superseded = None;
         if let Some(p) = &self.in_progress {
             if tick <= p.id {
+                return None;
+            }
+            if p.is_final && p.waiting_tasks.is_empty() && self.shutdown.is_some() {
+                // this pod's part of its final checkpoint is stored: the other pods complete
+                // it (or time it out); a new tick would be one they may never take part in
                 return None;
             }
             superseded = Some(p.id);
@@ -379,6 +406,7 @@ impl<R> CheckpointCoordinator<R> {
             uploaded: 0,
             manifests_done: false,
             last_poll: now,
+            after_input_ended: self.all_finished(),
         });
         Start {
             id,
@@ -435,6 +463,10 @@ impl<R> CheckpointCoordinator<R> {
         let p = self.in_progress.take()?;
         self.failures = 0;
         self.last_end = now;
+        if p.after_input_ended && !p.is_final {
+            // a SIGTERM from now on has nothing left to checkpoint
+            self.final_done = true;
+        }
         let then = if !p.is_final {
             AfterCheckpoint::Continue
         } else {
@@ -473,7 +505,9 @@ impl<R> CheckpointCoordinator<R> {
             id: p.id,
             failures: self.failures,
             replies: std::mem::take(&mut self.waiting_replies),
-            fatal: self.failures > u64::from(self.settings.tolerable_failures),
+            // during a shutdown its deadline decides (a final checkpoint is retried until then)
+            fatal: self.shutdown.is_none()
+                && self.failures > u64::from(self.settings.tolerable_failures),
         })
     }
 
@@ -483,7 +517,11 @@ impl<R> CheckpointCoordinator<R> {
             return ShutdownCheck::Running;
         };
         let waited = now.duration_since(sd.started);
-        if self.final_done && self.in_progress.is_none() {
+        // Once a final checkpoint completed the tasks read nothing more, so a checkpoint still
+        // in progress adds nothing to it. With several pods that is a wall-clock tick taken
+        // while paused, and it can never complete once another pod has exited: waiting for it
+        // held a suspended pod for the whole checkpoint timeout (10 min by default).
+        if self.final_done {
             return ShutdownCheck::Done {
                 signal: sd.signal,
                 waited,
@@ -758,6 +796,73 @@ mod tests {
         assert_eq!(done.then, AfterCheckpoint::PauseTasks);
         assert!(!c.is_stopped(), "other pods may still need this one");
         assert!(c.maybe_start(t0 + 20 * S, 1_030_000).is_some());
+    }
+
+    #[test]
+    fn a_pod_looks_for_the_marker_once_more_before_a_tick_supersedes_its_checkpoint() {
+        let t0 = Instant::now();
+        let mut c: CheckpointCoordinator<&str> =
+            CheckpointCoordinator::new(settings(2), [1], 100, t0);
+        let s = c.maybe_start(t0, 1_010_000).expect("tick 101");
+        c.snapshot_stored(1, s.id, 1, 1);
+        assert_eq!(c.poll(t0), Poll::Finish { id: 101 }, "first look");
+        assert_eq!(c.poll(t0), Poll::Idle, "throttled");
+        assert!(
+            !c.last_look_before_tick(1_010_500),
+            "the tick has not moved"
+        );
+        assert!(c.last_look_before_tick(1_020_000), "the next tick is due");
+        assert_eq!(
+            c.poll(t0),
+            Poll::Finish { id: 101 },
+            "one more look at once"
+        );
+        let next = c.maybe_start(t0, 1_020_000).expect("tick 102");
+        assert_eq!(next.superseded, Some(101));
+        assert!(
+            !c.last_look_before_tick(1_020_000),
+            "102 is not superseded yet"
+        );
+        assert!(!CheckpointCoordinator::<&str>::new(settings(1), [1], 0, t0)
+            .last_look_before_tick(i64::MAX));
+    }
+
+    #[test]
+    fn a_final_checkpoint_this_pod_stored_is_not_superseded_during_a_shutdown() {
+        let t0 = Instant::now();
+        let mut c: CheckpointCoordinator<&str> =
+            CheckpointCoordinator::new(settings(2), [1], 100, t0);
+        assert!(c.begin_shutdown("SIGTERM", t0));
+        let s = c.maybe_start(t0, 1_010_000).expect("tick 101");
+        assert!(s.is_final);
+        assert!(
+            c.maybe_start(t0, 1_020_000).is_some(),
+            "superseded while this pod's part is not stored"
+        );
+        c.snapshot_stored(1, 102, 1, 1);
+        assert!(
+            c.maybe_start(t0, 1_030_000).is_none(),
+            "kept: the other pods complete it"
+        );
+        assert_eq!(c.in_progress_id(), Some(102));
+    }
+
+    #[test]
+    fn a_checkpoint_after_every_task_finished_counts_as_final_for_a_shutdown() {
+        let t0 = Instant::now();
+        let mut c: CheckpointCoordinator<&str> =
+            CheckpointCoordinator::new(settings(2), [1], 100, t0);
+        c.task_finished(1);
+        let s = c.maybe_start(t0, 1_010_000).expect("tick 101");
+        c.snapshot_stored(1, s.id, 1, 1);
+        assert_eq!(c.poll(t0), Poll::Finish { id: 101 });
+        let done = c.complete(t0).expect("101");
+        assert_eq!(done.then, AfterCheckpoint::Continue);
+        assert!(!c.begin_shutdown("SIGTERM", t0 + S), "nothing left to read");
+        assert!(matches!(
+            c.check_shutdown(t0 + S),
+            ShutdownCheck::Done { .. }
+        ));
     }
 
     #[test]

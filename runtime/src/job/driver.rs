@@ -67,6 +67,9 @@ impl JobDriver {
                 self.on_admin(req);
             }
             self.poll_in_progress()?;
+            if self.coordinator.last_look_before_tick(now_ms()) {
+                self.poll_in_progress()?;
+            }
             self.maybe_start();
             if last_status.elapsed() >= Duration::from_millis(500) {
                 self.update_status();

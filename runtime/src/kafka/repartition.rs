@@ -2,7 +2,7 @@
 //! and learning their partition counts.
 
 use super::{client_config, partition_count, Endpoint, KafkaError};
-use crate::operator::repartition::READ_SUFFIX;
+use crate::operator::repartition::{READ_SUFFIX, WRITE_SUFFIX};
 use crate::plan::repartition::spec_of_source;
 use crate::plan::{JobPlan, SourceKind};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -11,9 +11,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
 use weir_crds::pipeline::KafkaSourceSpec;
 
-/// Sets the partition count of every repartition source of `plan`, creating its topic first
-/// if it does not exist (with `partitions`, else as many partitions as the job's other
-/// sources have tasks). Call after the other Kafka sources are resolved.
+/// Sets the partition count of every repartition source of `plan` (and of its writer's and
+/// reader's spec), creating its topic first if it does not exist (with `partitions`, else as
+/// many partitions as the job's other sources have tasks). Call after the other Kafka sources
+/// are resolved.
 pub fn ensure_topics(plan: &mut JobPlan) -> Result<(), KafkaError> {
     let others = plan
         .sources
@@ -41,6 +42,16 @@ pub fn ensure_topics(plan: &mut JobPlan) -> Result<(), KafkaError> {
     for (name, n) in counts {
         if let Some(s) = plan.sources.iter_mut().find(|s| s.name == name) {
             s.partitions = n;
+        }
+        // the writer addresses its watermark announcements to every partition
+        let operator = name.trim_end_matches(READ_SUFFIX);
+        let writer = format!("{operator}{WRITE_SUFFIX}");
+        for o in plan.operators.iter_mut() {
+            if o.spec.name == operator || o.spec.name == writer {
+                if let Some(r) = o.spec.repartition.as_mut() {
+                    r.partitions = Some(n);
+                }
+            }
         }
     }
     Ok(())

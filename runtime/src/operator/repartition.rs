@@ -27,6 +27,7 @@
 use crate::operator::{state_err, Context, OpResult, Operator, OperatorError};
 use crate::record::Record;
 use crate::state::{KeyedState, StateError, StateHandle};
+use crate::time::{TimeDomain, Timer};
 use weir_crds::pipeline::{OperatorSpec, RepartitionSpec};
 use weir_crds::validate::SpecError;
 use weir_expr::{Expr, Value};
@@ -67,7 +68,7 @@ pub fn build(
         .strip_suffix(WRITE_SUFFIX)
         .unwrap_or(&spec.name)
         .to_string();
-    Ok(Box::new(Writer::new(name, key)))
+    Ok(Box::new(Writer::new(name, key, r.partitions.unwrap_or(0))))
 }
 
 /// Wraps `value` for the topic: key, sequence number, event time and the record (the sink
@@ -112,28 +113,92 @@ pub fn open(value: &Value) -> Option<Opened> {
     })
 }
 
-/// `R@write`: keys each record and wraps it in a numbered envelope for the Kafka sink.
+/// How often, at most, a writer announces its watermark (wall clock, ms); its end (watermark
+/// `i64::MAX`) is announced at once.
+pub const ANNOUNCE_EVERY_MS: i64 = 100;
+/// The envelope field of a watermark announcement (`{"k": .., "m": watermark}`; the sink adds
+/// `"w"`). The task reading the topic takes these out of the stream (`time::watermark`).
+pub const ANNOUNCE_FIELD: &str = "m";
+const ANNOUNCE_TIMER: &str = "announce";
+
+/// `R@write`: keys each record and wraps it in a numbered envelope for the Kafka sink, and
+/// announces its watermark to every partition of the topic, so that the reading stage's
+/// watermark is the minimum over the writing tasks, and ends when they all have ended.
 pub struct Writer {
     name: String,
     key: Expr,
     state: Option<KeyedState<u64>>,
     /// The sequence number of the last record written.
     seq: u64,
+    /// Per topic partition, a key the topic's partitioner places in it (empty: the partition
+    /// count is not known, nothing is announced).
+    partition_keys: Vec<String>,
+    announced: i64,
+    announced_at_ms: i64,
+    timer_set: bool,
+}
+
+/// Per partition of a topic with `partitions` partitions, a key the Java client's
+/// partitioner places in it.
+pub fn partition_keys(partitions: u32) -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; partitions as usize];
+    let mut missing = keys.len();
+    let mut i = 0u64;
+    while missing > 0 {
+        let k = format!("~{i}");
+        let p = crate::kafka::partitioner::partition_for_key(k.as_bytes(), partitions);
+        if let Some(slot) = usize::try_from(p).ok().and_then(|p| keys.get_mut(p)) {
+            if slot.is_none() {
+                *slot = Some(k);
+                missing -= 1;
+            }
+        }
+        i += 1;
+    }
+    keys.into_iter().flatten().collect()
 }
 
 impl Writer {
-    /// A writer for repartition operator `name`, keying by `key`.
-    pub fn new(name: String, key: Expr) -> Self {
+    /// A writer for repartition operator `name`, keying by `key`, announcing its watermark
+    /// to the `partitions` partitions of its topic (0: not announced).
+    pub fn new(name: String, key: Expr, partitions: u32) -> Self {
         Writer {
             name,
             key,
             state: None,
             seq: 0,
+            partition_keys: partition_keys(partitions),
+            announced: i64::MIN,
+            announced_at_ms: i64::MIN,
+            timer_set: false,
         }
     }
 
     fn err(&self) -> impl Fn(StateError) -> OperatorError + '_ {
         state_err(&self.name)
+    }
+
+    /// Announces `ctx.watermark` to every partition if it moved, at most every
+    /// [`ANNOUNCE_EVERY_MS`] (the end at once); otherwise makes sure a timer announces it later.
+    fn announce(&mut self, ctx: &mut Context<'_>) {
+        let wm = ctx.watermark;
+        if self.partition_keys.is_empty() || wm <= self.announced {
+            return;
+        }
+        let due = self.announced_at_ms.saturating_add(ANNOUNCE_EVERY_MS);
+        if wm != i64::MAX && ctx.now_ms < due {
+            if !self.timer_set {
+                ctx.register_timer(TimeDomain::ProcessingTime, due, ANNOUNCE_TIMER);
+                self.timer_set = true;
+            }
+            return;
+        }
+        for key in &self.partition_keys {
+            let value = Value::map([("k", Value::str(key)), (ANNOUNCE_FIELD, Value::Int(wm))]);
+            ctx.emit(Record::new(wm, value, ctx.now_ms));
+        }
+        self.announced = wm;
+        self.announced_at_ms = ctx.now_ms;
     }
 }
 
@@ -158,6 +223,17 @@ impl Operator for Writer {
         self.seq += 1;
         let value = envelope(key, self.seq, record.ts, record.value);
         ctx.emit(Record::new(record.ts, value, record.ingest_ms));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, ctx: &mut Context<'_>) -> OpResult {
+        self.announce(ctx);
+        Ok(())
+    }
+
+    fn on_timer(&mut self, _timer: Timer, ctx: &mut Context<'_>) -> OpResult {
+        self.timer_set = false;
+        self.announce(ctx);
         Ok(())
     }
 
@@ -253,14 +329,14 @@ mod tests {
         };
         let key = || Expr::compile("e.u", &["e"]).unwrap();
 
-        let mut writer = Writer::new("p".into(), key());
+        let mut writer = Writer::new("p".into(), key(), 0);
         writer.on_start(&store.handle(&cfs[0])).unwrap();
         let first = run(&mut writer, &mut timers, (0..3).map(rec).collect());
         writer.snapshot(1).unwrap();
         let after_checkpoint = run(&mut writer, &mut timers, (3..5).map(rec).collect());
 
         // a restarted writer (same state) numbers the replayed records as before
-        let mut again = Writer::new("p".into(), key());
+        let mut again = Writer::new("p".into(), key(), 0);
         again.on_start(&store.handle(&cfs[0])).unwrap();
         let replayed = run(&mut again, &mut timers, (3..6).map(rec).collect());
         assert_eq!(

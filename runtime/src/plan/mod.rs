@@ -6,6 +6,7 @@
 //! co-partitioned inputs (same partition index). Pod ordinal `i` of `N` runs the tasks
 //! `p` with `p % N == i`.
 
+pub mod kafka_exchange;
 pub mod partitioning;
 pub mod repartition;
 
@@ -74,6 +75,18 @@ pub struct PlannedExchange {
     pub key: Option<String>,
 }
 
+/// A keyed exchange across pods: operator `operator` reads its input `input` from the
+/// `repartition` operator `via` that Weir inserted in front of it (see [`kafka_exchange`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaExchange {
+    /// The keyed operator.
+    pub operator: String,
+    /// Its input as the spec names it.
+    pub input: String,
+    /// The inserted repartition operator whose output the operator reads instead.
+    pub via: String,
+}
+
 /// The plan of a job.
 #[derive(Clone, Debug)]
 pub struct JobPlan {
@@ -91,6 +104,8 @@ pub struct JobPlan {
     pub tasks: u32,
     /// The in-memory keyed exchanges ([`partitioning::plan_exchanges`]; none until then).
     pub exchanges: Vec<PlannedExchange>,
+    /// The keyed exchanges through Kafka ([`partitioning::plan_exchanges`]; none until then).
+    pub kafka_exchanges: Vec<KafkaExchange>,
 }
 
 fn ms(d: weir_crds::Dur) -> i64 {
@@ -199,6 +214,7 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
         pipeline: p.clone(),
         tasks,
         exchanges: vec![],
+        kafka_exchanges: vec![],
     };
     // a repartition becomes a writer, a Kafka sink, a Kafka source and a reader
     repartition::expand(&mut plan);
@@ -237,6 +253,15 @@ fn topo_order(ops: Vec<OperatorPlan>) -> Vec<OperatorPlan> {
 }
 
 impl JobPlan {
+    /// The stream operator `operator` reads for its input `input`: the input itself, or the
+    /// output of the Kafka exchange in front of it.
+    pub fn input_stream<'a>(&'a self, operator: &str, input: &'a str) -> &'a str {
+        self.kafka_exchanges
+            .iter()
+            .find(|x| x.operator == operator && x.input == input)
+            .map_or(input, |x| x.via.as_str())
+    }
+
     /// The tasks pod `ordinal` of `replicas` runs: `p % replicas == ordinal`.
     pub fn tasks_for(&self, ordinal: u32, replicas: u32) -> Vec<u32> {
         (0..self.tasks)
@@ -293,7 +318,15 @@ impl JobPlan {
                 "    {} [{}] <- {}",
                 o.spec.name,
                 o.kind,
-                o.spec.all_inputs().join(", ")
+                o.spec
+                    .all_inputs()
+                    .iter()
+                    .map(|i| match self.input_stream(&o.spec.name, i) {
+                        via if via == *i => i.to_string(),
+                        via => format!("{i} (through {via})"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let report = partitioning::analyse(self);
@@ -307,12 +340,26 @@ impl JobPlan {
                     .exchanges
                     .iter()
                     .any(|x| x.operator == k.operator && x.input == k.input);
+                let via = self
+                    .kafka_exchanges
+                    .iter()
+                    .find(|x| x.operator == k.operator && x.input == k.input);
+                let topic = via.and_then(|x| {
+                    self.operators
+                        .iter()
+                        .find(|o| o.spec.name == x.via)
+                        .and_then(|o| o.spec.repartition.as_ref())
+                        .and_then(|r| r.topic.clone())
+                });
                 let verdict = if planned {
-                    "exchange in memory between this pod's tasks"
+                    "exchange in memory between this pod's tasks".to_string()
+                } else if let Some(topic) = topic {
+                    format!("exchange across pods through Kafka topic '{topic}'")
                 } else if k.needs_exchange {
-                    "NEEDS AN EXCHANGE (in memory with one pod; with several: per-task partial results)"
+                    "NEEDS AN EXCHANGE, which this plan does not have: per-task partial results"
+                        .to_string()
                 } else {
-                    "ok"
+                    "ok".to_string()
                 };
                 let _ = writeln!(
                     s,

@@ -24,6 +24,7 @@ use crate::plan::SourceKind;
 use std::collections::BTreeMap;
 use std::fmt;
 use weir_crds::pipeline::{OperatorKind, OperatorSpec};
+use weir_crds::validate::SpecError;
 
 /// How a stream's records are spread over the tasks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,7 +221,7 @@ pub fn analyse(plan: &JobPlan) -> PartitioningReport {
             .map(|name| {
                 let p = report
                     .streams
-                    .get(*name)
+                    .get(plan.input_stream(&o.spec.name, name))
                     .cloned()
                     .unwrap_or_else(|| unknown(name));
                 (name.to_string(), p)
@@ -305,18 +306,27 @@ fn kind_name(kind: OperatorKind<'_>) -> &'static str {
     }
 }
 
-/// Gives `plan` an in-memory exchange (`crate::exchange`) in front of every keyed input that
-/// needs one. Only for a pod that runs every task (one pod), and at most
-/// [`crate::exchange::KEY_GROUPS`] tasks; otherwise the plan is left as it is (see
-/// [`missing_exchange_warning`]). Call after the Kafka partition counts are resolved.
-pub fn plan_exchanges(plan: &mut JobPlan, replicas: u32) {
+/// Gives `plan` an exchange in front of every keyed input that needs one: in memory
+/// (`crate::exchange`) when one pod runs every task and there are at most
+/// [`crate::exchange::KEY_GROUPS`] tasks, else through Kafka ([`super::kafka_exchange`]),
+/// which needs brokers. Call after the Kafka partition counts are resolved; after Kafka
+/// exchanges were inserted, their topics must be created (`kafka::repartition::ensure_topics`).
+pub fn plan_exchanges(plan: &mut JobPlan, replicas: u32) -> Result<(), Vec<SpecError>> {
     plan.exchanges.clear();
-    if replicas > 1 || plan.tasks <= 1 || plan.tasks > crate::exchange::KEY_GROUPS {
-        return;
-    }
     let report = analyse(plan);
-    plan.exchanges = report
-        .exchanges()
+    let needed: Vec<Exchange> = report.exchanges().cloned().collect();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let in_memory = replicas <= 1 && plan.tasks <= crate::exchange::KEY_GROUPS;
+    if !in_memory {
+        return super::kafka_exchange::insert(plan, &needed);
+    }
+    if plan.tasks <= 1 {
+        return Ok(());
+    }
+    plan.exchanges = needed
+        .iter()
         .map(|x| super::PlannedExchange {
             operator: x.operator.clone(),
             input: x.input.clone(),
@@ -326,11 +336,14 @@ pub fn plan_exchanges(plan: &mut JobPlan, replicas: u32) {
             },
         })
         .collect();
+    Ok(())
 }
 
-/// The warning for a plan with exchanges it does not have: one line per keyed input, saying
-/// what is wrong and what to do until Weir inserts exchanges itself. Empty when none.
-pub fn missing_exchange_warning(plan: &JobPlan, report: &PartitioningReport) -> String {
+/// The keyed inputs that still need an exchange the plan does not have, one line each saying
+/// what is wrong and what to do; empty when none. After [`plan_exchanges`] and the exchange
+/// topics' creation this is empty unless topics that already existed have other partition
+/// counts; `run` and `worker` refuse to start a plan that has any.
+pub fn unmet_exchanges(plan: &JobPlan, report: &PartitioningReport) -> String {
     let tasks = plan.tasks;
     let mut out = String::new();
     let planned = |x: &Exchange| {
@@ -344,15 +357,13 @@ pub fn missing_exchange_warning(plan: &JobPlan, report: &PartitioningReport) -> 
     };
     for x in report.exchanges().filter(|x| !planned(x)) {
         let fix = match &x.need {
-            KeyNeed::Key(k) => format!(
-                "put a `repartition: {{key: \"{k}\"}}` operator in front of it, declare the topic's `partitionedBy` if its producer keys it so, or read each source with one partition"
-            ),
-            KeyNeed::AllInOneTask => {
-                "read each source with one partition, or give the window a key".to_string()
+            KeyNeed::Key(_) => {
+                "its inputs are partitioned by key over different partition counts (Kafka topics created with other counts?): give them the same count, or delete the exchange topics so that Weir creates them"
             }
+            KeyNeed::AllInOneTask => "read each source with one partition, or give the window a key",
         };
         out.push_str(&format!(
-            "warning: operator '{}' needs {} on input '{}', which is {}; with {tasks} it computes per-task partial results. Weir moves records between tasks by key only within one pod (spec.parallelism 1) so far: {fix}.\n",
+            "operator '{}' needs {} on input '{}', which is {}; with {tasks} it would compute per-task partial results: {fix}.\n",
             x.operator, x.need, x.input, x.partitioning
         ));
     }
@@ -408,15 +419,12 @@ spec:
             x[0].partitioning
         );
         let p = plan(&job(src, WINDOW));
-        let warning = missing_exchange_warning(&p, &r);
+        let warning = unmet_exchanges(&p, &r);
         assert!(
             warning.contains("operator 'last' needs key e.adId on input 'clicks'"),
             "{warning}"
         );
-        assert!(
-            warning.contains("repartition: {key: \"e.adId\"}"),
-            "{warning}"
-        );
+        assert!(warning.contains("per-task partial results"), "{warning}");
     }
 
     #[test]
@@ -425,7 +433,7 @@ spec:
         let r = analyse(&plan(&job(src, WINDOW)));
         assert_eq!(r.exchanges().count(), 0, "{r:?}");
         assert_eq!(r.streams["last"], Partitioning::Single);
-        assert_eq!(missing_exchange_warning(&plan(&job(src, WINDOW)), &r), "");
+        assert_eq!(unmet_exchanges(&plan(&job(src, WINDOW)), &r), "");
     }
 
     #[test]
@@ -507,10 +515,12 @@ spec:
     #[test]
     fn one_pod_plans_an_exchange_for_every_keyed_input_that_needs_one() {
         let src = "      - {name: ev, generator: {kind: adEvents, partitions: 4, count: 10}}";
+        let mut two_pods = plan(&job(src, WINDOW));
+        let errs = plan_exchanges(&mut two_pods, 2).expect_err("no brokers for two pods");
+        assert!(errs[0].message.contains("operator 'last'"), "{errs:?}");
+        assert!(two_pods.exchanges.is_empty(), "two pods: not in memory");
         let mut p = plan(&job(src, WINDOW));
-        plan_exchanges(&mut p, 2);
-        assert!(p.exchanges.is_empty(), "two pods: not in memory");
-        plan_exchanges(&mut p, 1);
+        plan_exchanges(&mut p, 1).expect("in memory");
         assert_eq!(
             p.exchanges,
             vec![crate::plan::PlannedExchange {
@@ -519,7 +529,7 @@ spec:
                 key: Some("e.adId".into())
             }]
         );
-        assert_eq!(missing_exchange_warning(&p, &analyse(&p)), "", "planned");
+        assert_eq!(unmet_exchanges(&p, &analyse(&p)), "", "planned");
     }
 
     #[test]

@@ -20,35 +20,77 @@ pub fn topic_name(job: &str, operator: &str, spec: &RepartitionSpec) -> String {
 /// the module documentation). Validation guarantees brokers are known (set, or borrowed from
 /// the first Kafka source).
 pub fn expand(plan: &mut JobPlan) {
-    let default_brokers = plan
-        .pipeline
+    let mut operators = Vec::with_capacity(plan.operators.len());
+    for o in std::mem::take(&mut plan.operators) {
+        match o.spec.repartition.clone() {
+            Some(r) => operators.extend(expand_one(plan, o, r)),
+            None => operators.push(o),
+        }
+    }
+    plan.operators = operators;
+}
+
+/// The first Kafka source's brokers (what a repartition or exchange without its own uses).
+pub fn default_brokers(plan: &JobPlan) -> Option<String> {
+    plan.pipeline
         .sources
         .iter()
         .find_map(|s| s.kafka.as_ref().map(|k| k.brokers.clone()))
-        .unwrap_or_default();
+}
+
+/// Expands repartition operator `o` (spec `r`): adds its topic's source and sink to `plan`
+/// and returns its writer and reader, in that order.
+pub fn expand_one(plan: &mut JobPlan, o: OperatorPlan, r: RepartitionSpec) -> [OperatorPlan; 2] {
     // the topic interleaves the writers of every upstream task: allow the job's largest
     // out-of-orderness, and release a partition after the job's idle timeout, if any
     let out_of_orderness_ms = plan
         .sources
         .iter()
+        .filter(|s| !s.name.ends_with(READ_SUFFIX))
         .map(|s| s.out_of_orderness_ms)
         .max()
         .unwrap_or(0);
     let idle_timeout_ms = plan.sources.iter().filter_map(|s| s.idle_timeout_ms).min();
-    let mut operators = Vec::with_capacity(plan.operators.len());
-    for o in std::mem::take(&mut plan.operators) {
-        let Some(r) = o.spec.repartition.clone() else {
-            operators.push(o);
-            continue;
-        };
-        let name = o.spec.name.clone();
-        let brokers = r.brokers.clone().unwrap_or_else(|| default_brokers.clone());
-        let topic = topic_name(&plan.job, &name, &r);
-        let write = format!("{name}{WRITE_SUFFIX}");
-        let read = format!("{name}{READ_SUFFIX}");
-        operators.push(OperatorPlan {
+    let name = o.spec.name.clone();
+    let brokers = r
+        .brokers
+        .clone()
+        .or_else(|| default_brokers(plan))
+        .unwrap_or_default();
+    let topic = topic_name(&plan.job, &name, &r);
+    let write = format!("{name}{WRITE_SUFFIX}");
+    let read = format!("{name}{READ_SUFFIX}");
+    plan.sources.push(SourcePlan {
+        name: read.clone(),
+        kind: SourceKind::Kafka(KafkaSourceSpec {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            start_from: StartFrom::Earliest,
+            properties: r.properties.clone(),
+        }),
+        partitions: 0,
+        time_field: Some(TS_FIELD.to_string()),
+        out_of_orderness_ms,
+        idle_timeout_ms,
+    });
+    plan.pipeline.sinks.push(SinkSpec {
+        name: format!("{name}{SINK_SUFFIX}"),
+        input: write.clone(),
+        kafka: Some(KafkaSinkSpec {
+            brokers,
+            topic,
+            key: Some("e.k".to_string()),
+            exactly_once: r.exactly_once,
+            // the reader drops replays by sequence number; no read-back needed
+            transactions: true,
+            properties: r.properties.clone(),
+        }),
+        ..Default::default()
+    });
+    [
+        OperatorPlan {
             spec: OperatorSpec {
-                name: write.clone(),
+                name: write,
                 input: o.spec.input.clone(),
                 inputs: o.spec.inputs.clone(),
                 repartition: Some(r.clone()),
@@ -56,46 +98,18 @@ pub fn expand(plan: &mut JobPlan) {
             },
             field: o.field.clone(),
             kind: o.kind,
-        });
-        operators.push(OperatorPlan {
+        },
+        OperatorPlan {
             spec: OperatorSpec {
-                name: name.clone(),
-                input: Some(read.clone()),
-                repartition: Some(r.clone()),
+                name,
+                input: Some(read),
+                repartition: Some(r),
                 ..Default::default()
             },
             field: o.field,
             kind: o.kind,
-        });
-        plan.sources.push(SourcePlan {
-            name: read,
-            kind: SourceKind::Kafka(KafkaSourceSpec {
-                brokers: brokers.clone(),
-                topic: topic.clone(),
-                start_from: StartFrom::Earliest,
-                properties: r.properties.clone(),
-            }),
-            partitions: 0,
-            time_field: Some(TS_FIELD.to_string()),
-            out_of_orderness_ms,
-            idle_timeout_ms,
-        });
-        plan.pipeline.sinks.push(SinkSpec {
-            name: format!("{name}{SINK_SUFFIX}"),
-            input: write,
-            kafka: Some(KafkaSinkSpec {
-                brokers,
-                topic,
-                key: Some("e.k".to_string()),
-                exactly_once: r.exactly_once,
-                // the reader drops replays by sequence number; no read-back needed
-                transactions: true,
-                properties: r.properties.clone(),
-            }),
-            ..Default::default()
-        });
-    }
-    plan.operators = operators;
+        },
+    ]
 }
 
 /// The repartition spec behind source `source` (`R@read`) of `plan`, if it is one.

@@ -4,6 +4,7 @@
 
 use super::graph::Consumer;
 use super::{Task, TaskError};
+use crate::operator::repartition::ANNOUNCE_FIELD;
 use crate::operator::{self, Context};
 use crate::record::Record;
 use crate::source::ReadStatus;
@@ -195,10 +196,21 @@ impl Task {
                     task: self.id,
                     source,
                 })?;
+            let announcing = self.inputs[ii].wm.writers > 0;
+            let mut announcements = 0;
             let n = buf.len();
-            total += n;
             for (ts, value) in buf.drain(..) {
                 let inp = &mut self.inputs[ii];
+                if announcing {
+                    // a writer's watermark announcement: it moves the partition's watermark
+                    // and goes no further
+                    if let Some(m) = value.get(ANNOUNCE_FIELD).as_i64() {
+                        let writer = value.get("w").as_i64().unwrap_or(-1);
+                        inp.wm.announce(writer, m, self.now);
+                        announcements += 1;
+                        continue;
+                    }
+                }
                 let ts = ts
                     .or_else(|| {
                         inp.time_field
@@ -206,7 +218,7 @@ impl Task {
                             .and_then(|f| value.get(f).as_i64())
                     })
                     .unwrap_or(self.now);
-                let moved = inp.wm.observe(ts, self.now);
+                let moved = inp.wm.observe(ts, self.now) && inp.stage == 0 && !announcing;
                 let stream = inp.stream;
                 let candidate = inp.wm.current();
                 self.dispatch(stream, Record::new(ts, value, self.now))?;
@@ -214,7 +226,7 @@ impl Task {
                     let wm = if self.inputs.len() == 1 {
                         candidate
                     } else {
-                        task_watermark(self.inputs.iter().map(|i| &i.wm), self.watermark, self.now)
+                        self.stage_input_watermark(0)
                     };
                     self.advance_watermark(wm)?;
                 }
@@ -236,18 +248,63 @@ impl Task {
             for value in letters {
                 self.dispatch(stream, Record::new(self.now, value, self.now))?;
             }
-            self.metrics.records_in.inc_by(n as u64);
+            self.metrics.records_in.inc_by((n - announcements) as u64);
+            total += n - announcements;
+            if announcements > 0 {
+                let stage = self.inputs[ii].stage;
+                self.advance_announced_stage(stage)?;
+            }
         }
         Ok(total)
+    }
+
+    /// The watermark of stage `stage`'s inputs: the minimum over them (see
+    /// `time::watermark::task_watermark`), never below what the stage already has.
+    fn stage_input_watermark(&self, stage: usize) -> i64 {
+        let previous = if stage == 0 {
+            self.watermark
+        } else {
+            self.stage_watermarks[stage]
+        };
+        let inputs = self.inputs.iter().filter(|i| i.stage == stage);
+        task_watermark(inputs.map(|i| &i.wm), previous, self.now)
+    }
+
+    /// Moves stage `stage` (fed by repartition readers, `stage > 0`) to its inputs' watermark.
+    fn advance_announced_stage(&mut self, stage: usize) -> Result<(), TaskError> {
+        if stage == 0 {
+            let wm = self.stage_input_watermark(0);
+            return self.advance_watermark(wm);
+        }
+        let wm = self.stage_input_watermark(stage);
+        if wm <= self.stage_watermarks[stage] {
+            return Ok(());
+        }
+        self.stage_watermarks[stage] = wm;
+        self.advance_stage(stage, wm)?;
+        if self.exchange.is_some() {
+            self.forward_watermark(stage, wm, false);
+        }
+        Ok(())
     }
 
     pub(super) fn all_exhausted(&self) -> bool {
         self.inputs.iter().all(|i| i.wm.exhausted)
     }
 
+    /// Moves every stage to its inputs' watermark (idle and exhausted inputs, and stages that
+    /// have none left, are only noticed here).
     pub(super) fn update_watermark_from_inputs(&mut self) -> Result<(), TaskError> {
-        let wm = task_watermark(self.inputs.iter().map(|i| &i.wm), self.watermark, self.now);
-        self.advance_watermark(wm)
+        let wm = self.stage_input_watermark(0);
+        self.advance_watermark(wm)?;
+        if self.announced_inputs {
+            for stage in 1..self.stage_watermarks.len() {
+                if self.inputs.iter().any(|i| i.stage == stage) {
+                    self.advance_announced_stage(stage)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn flush_sinks(&mut self) -> Result<(), TaskError> {

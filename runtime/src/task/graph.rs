@@ -2,6 +2,7 @@
 //! side outputs, the sources' dead letters), which operator inputs and sinks consume each
 //! stream, and which fields each stream's consumers need of its records.
 
+use crate::operator::repartition::{READ_SUFFIX, WRITE_SUFFIX};
 use crate::operator::{self, FieldNeeds};
 use crate::plan::JobPlan;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct Wiring {
     /// the stage before for operators behind an exchange. A stage's operators see that
     /// stage's watermark.
     pub op_stages: Vec<usize>,
+    /// Per source, its stage: 0, except the source reading a repartition topic back, one more
+    /// than its writer's stage (its watermark is announced by the writing tasks).
+    pub source_stages: Vec<usize>,
 }
 
 /// Wires `plan`'s graph; an input naming no stream is an error naming it (validation catches
@@ -93,7 +97,15 @@ pub fn wire(plan: &JobPlan) -> Result<Wiring, String> {
         let mut stage = 0;
         let mut edges = vec![];
         for (input, name) in o.spec.all_inputs().iter().enumerate() {
-            let s = stream_of(name).ok_or_else(|| format!("unknown input '{name}'"))?;
+            let stream = plan.input_stream(&o.spec.name, name);
+            let s = stream_of(stream).ok_or_else(|| format!("unknown input '{stream}'"))?;
+            if s < plan.sources.len() && stream.ends_with(READ_SUFFIX) {
+                // a repartition's reader: the stage after its writer's
+                let writer = format!("{}{WRITE_SUFFIX}", o.spec.name);
+                if let Some(w) = plan.operators.iter().position(|x| x.spec.name == writer) {
+                    stream_stages[s] = op_stages[w] + 1;
+                }
+            }
             let planned = plan
                 .exchanges
                 .iter()
@@ -137,6 +149,7 @@ pub fn wire(plan: &JobPlan) -> Result<Wiring, String> {
         consumers,
         exchanges,
         op_stages,
+        source_stages: stream_stages[..plan.sources.len()].to_vec(),
     })
 }
 

@@ -157,6 +157,8 @@ struct Input {
     wm: PartitionWatermark,
     time_field: Option<String>,
     stream: usize,
+    /// The stage its records enter (see `graph::Wiring::source_stages`).
+    stage: usize,
     /// The `<source>.deadLetter` stream.
     dead_letter_stream: usize,
     malformed_reported: u64,
@@ -204,6 +206,11 @@ pub struct Task {
     paused: bool,
     /// Per operator, its stage (see `graph::Wiring::op_stages`).
     op_stages: Vec<usize>,
+    /// Per stage, the watermark its repartition readers' announcements gave it (stages
+    /// without such readers stay at `i64::MIN`).
+    stage_watermarks: Vec<i64>,
+    /// Whether some input is a repartition topic whose writers announce its watermark.
+    announced_inputs: bool,
     /// The keyed exchanges, if the plan has any.
     exchange: Option<exchange_io::TaskExchange>,
 }
@@ -275,13 +282,20 @@ impl Task {
             }
             let reader = connectors::open_reader(src, id)
                 .map_err(|source| TaskError::Source { task: id, source })?;
+            let wm = if src.name.ends_with(operator::repartition::READ_SUFFIX) {
+                // every task of the job writes the topic and announces its watermark
+                PartitionWatermark::announced_by(plan.tasks, now)
+            } else {
+                PartitionWatermark::new(src.out_of_orderness_ms, src.idle_timeout_ms, now)
+            };
             inputs.push(Input {
                 source: src.name.clone(),
                 partition: id,
                 reader,
-                wm: PartitionWatermark::new(src.out_of_orderness_ms, src.idle_timeout_ms, now),
+                wm,
                 time_field: src.time_field.clone(),
                 stream: si,
+                stage: wiring.source_stages[si],
                 dead_letter_stream: wiring.source_dead_letters[si],
                 malformed_reported: 0,
             });
@@ -312,6 +326,7 @@ impl Task {
                         .map_err(|source| TaskError::Source { task: id, source })?;
                     inp.wm.max_ts = pos.watermark.max_ts;
                     inp.wm.exhausted = false;
+                    inp.wm.restore_announced(pos.watermark.announced.clone());
                     inp.wm.last_active_ms = now;
                 }
             }
@@ -329,6 +344,14 @@ impl Task {
                 ))
             }
         };
+        let stages = 1 + wiring
+            .op_stages
+            .iter()
+            .chain(&wiring.source_stages)
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let announced_inputs = inputs.iter().any(|i| i.wm.writers > 0);
         let mut task = Task {
             id,
             job: plan.job.clone(),
@@ -357,6 +380,8 @@ impl Task {
             idle_us: 0,
             paused: false,
             op_stages: wiring.op_stages.clone(),
+            stage_watermarks: vec![i64::MIN; stages],
+            announced_inputs,
             exchange,
         };
         for (slot, stage) in task.ops.iter_mut().zip(&wiring.op_stages) {

@@ -108,7 +108,7 @@ impl Task {
             self.now = now_ms();
             let n = self.poll_inputs()?;
             self.fire_processing_timers()?;
-            if has_idle || self.all_exhausted() {
+            if has_idle || self.announced_inputs || self.all_exhausted() {
                 self.update_watermark_from_inputs()?;
             }
             if self.all_exhausted() {

@@ -4,8 +4,14 @@
 //! a record whose time equals the watermark is late). The task watermark is the minimum over its
 //! partitions, except that exhausted partitions do not count and partitions idle for longer than
 //! their idle timeout do not hold it back. It never goes backwards.
+//!
+//! A partition of a repartition or exchange topic is written by every upstream task; its
+//! watermark is not guessed from its records but announced by those tasks
+//! ([`PartitionWatermark::announce`]): the minimum over them, as across Flink's network
+//! exchange, and the partition ends when every writer has ended.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Watermark of the task before any record was seen.
 pub const NO_WATERMARK: i64 = i64::MIN;
@@ -26,6 +32,18 @@ pub struct PartitionWatermark {
     /// The partition has ended (bounded source exhausted).
     #[serde(default)]
     pub exhausted: bool,
+    /// For a partition of a repartition or exchange topic: how many tasks write it. Its
+    /// watermark is then the minimum of what they announced (none until each has), and it
+    /// ends when each has announced its end; 0 for any other partition.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writers: u32,
+    /// Per writing task, the watermark it announced last.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub announced: BTreeMap<i64, i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl PartitionWatermark {
@@ -37,7 +55,41 @@ impl PartitionWatermark {
             idle_timeout_ms,
             last_active_ms: now_ms,
             exhausted: false,
+            writers: 0,
+            announced: BTreeMap::new(),
         }
+    }
+
+    /// A partition whose watermark `writers` tasks announce (a repartition topic's).
+    pub fn announced_by(writers: u32, now_ms: i64) -> Self {
+        PartitionWatermark {
+            writers: writers.max(1),
+            ..PartitionWatermark::new(0, None, now_ms)
+        }
+    }
+
+    /// Writer `writer` announced `watermark` (an announcing partition; see
+    /// [`PartitionWatermark::announced_by`]). Returns whether the partition's watermark moved;
+    /// the partition is exhausted once every writer announced its end (`i64::MAX`).
+    pub fn announce(&mut self, writer: i64, watermark: i64, now_ms: i64) -> bool {
+        self.last_active_ms = now_ms;
+        let before = self.current();
+        let slot = self.announced.entry(writer).or_insert(i64::MIN);
+        *slot = (*slot).max(watermark);
+        self.exhausted = self.exhausted || self.every_writer_ended();
+        self.current() != before
+    }
+
+    /// Takes the announcements a checkpoint stored (a partition whose writers all ended before
+    /// it stays ended).
+    pub fn restore_announced(&mut self, announced: BTreeMap<i64, i64>) {
+        self.announced = announced;
+        self.exhausted = self.writers > 0 && self.every_writer_ended();
+    }
+
+    fn every_writer_ended(&self) -> bool {
+        let writers = usize::try_from(self.writers).unwrap_or(usize::MAX);
+        self.announced.len() >= writers && self.announced.values().all(|w| *w == i64::MAX)
     }
 
     /// Records a record's event time; returns true if the partition watermark moved.
@@ -55,6 +107,13 @@ impl PartitionWatermark {
     pub fn current(&self) -> i64 {
         if self.exhausted {
             return i64::MAX;
+        }
+        if self.writers > 0 {
+            let writers = usize::try_from(self.writers).unwrap_or(usize::MAX);
+            return match self.announced.values().min() {
+                Some(&min) if self.announced.len() >= writers => min,
+                _ => NO_WATERMARK,
+            };
         }
         if self.max_ts == i64::MIN {
             return NO_WATERMARK;
@@ -101,6 +160,43 @@ pub fn task_watermark<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_announced_partition_waits_for_every_writer_and_ends_with_the_last() {
+        let mut p = PartitionWatermark::announced_by(3, 0);
+        assert!(!p.announce(0, 5_000, 1));
+        assert!(!p.announce(1, 7_000, 1));
+        assert_eq!(p.current(), NO_WATERMARK, "writer 2 has not announced");
+        assert!(p.announce(2, 6_000, 1));
+        assert_eq!(p.current(), 5_000, "the minimum over the writers");
+        // records far ahead of the announcements do not move it
+        p.observe(90_000, 2);
+        assert_eq!(p.current(), 5_000);
+        assert!(!p.announce(0, 4_000, 3), "announcements never go backwards");
+        for w in 0..3 {
+            p.announce(w, i64::MAX, 4);
+        }
+        assert!(p.exhausted);
+        assert_eq!(p.current(), i64::MAX);
+        // what a checkpoint stores restores the same watermark
+        let json = serde_json::to_string(&PartitionWatermark {
+            exhausted: false,
+            ..PartitionWatermark::announced_by(2, 0)
+        })
+        .unwrap();
+        let mut back: PartitionWatermark = serde_json::from_str(&json).unwrap();
+        back.announce(0, 10, 0);
+        back.announce(1, 20, 0);
+        let again: PartitionWatermark =
+            serde_json::from_str(&serde_json::to_string(&back).unwrap()).unwrap();
+        assert_eq!(again.current(), 10);
+        let mut restored = PartitionWatermark::announced_by(2, 0);
+        restored.restore_announced([(0, i64::MAX), (1, i64::MAX)].into());
+        assert!(
+            restored.exhausted,
+            "writers that ended before the checkpoint stay ended"
+        );
+    }
 
     #[test]
     fn partition_watermark_lags_max_by_out_of_orderness() {
