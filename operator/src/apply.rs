@@ -229,6 +229,37 @@ pub async fn restart_outdated_pods(
     Ok(deleted)
 }
 
+/// Deletes `pods` without a grace period (a suspend past its progress deadline: their final
+/// checkpoint cannot complete, and the restore point is the newest completed checkpoint).
+/// Returns how many were deleted.
+pub async fn force_delete_pods(
+    client: &Client,
+    id: &JobIdentity,
+    pods: &[Pod],
+) -> Result<usize, ApplyError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &id.namespace);
+    let mut deleted = 0;
+    for pod in pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(ApplyError::DeletePod {
+                    namespace: id.namespace.clone(),
+                    name,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// The job's pods.
 pub async fn job_pods(client: &Client, id: &JobIdentity) -> Result<Vec<Pod>, ApplyError> {
     Api::<Pod>::namespaced(client.clone(), &id.namespace)

@@ -10,6 +10,7 @@ use crate::events::{self, chain};
 use crate::job_changes::JobChanges;
 use crate::lifecycle::{self, Lifecycle};
 use crate::metrics::Metrics;
+use crate::progress::{self, PodView, Verdict};
 use crate::restore;
 use crate::restore_flow;
 use crate::status::{self, Deployed, Observed};
@@ -590,6 +591,71 @@ async fn deploy(
     };
     let mut next = status::deployed(&next, &deployed, now);
 
+    // The progress deadline: a transition whose pods are not all ready in time fails, and a
+    // suspend whose pods are not gone in time has them deleted at once.
+    let pod_views: Vec<PodView> = pods.iter().map(PodView::of).collect();
+    let verdict = progress::judge(&progress::Input {
+        previous: previous.progress.as_ref(),
+        started: steps.first().map(Lifecycle::reason),
+        phase: next.phase.unwrap_or(Phase::Deploying),
+        revision: &children.revision,
+        generation: obj.metadata.generation,
+        deadline: job.spec.upgrade.progress_deadline.0,
+        desired: desired_replicas,
+        pods: &pod_views,
+        now,
+    });
+    next.progress = verdict.progress().cloned();
+    match &verdict {
+        Verdict::Settled => {}
+        Verdict::Waiting {
+            diagnosis: Some(d), ..
+        } => {
+            next.message = Some(format!(
+                "{}; {}{}",
+                next.message.as_deref().unwrap_or_default(),
+                d.pod
+                    .as_deref()
+                    .map(|p| format!("pod {p}: "))
+                    .unwrap_or_default(),
+                d.message
+            ));
+        }
+        Verdict::Waiting { .. } => {}
+        Verdict::Failed { message, newly, .. } => {
+            if *newly {
+                events::warning(
+                    &ctx.recorder,
+                    regarding,
+                    PROGRESS_DEADLINE_EXCEEDED,
+                    message.clone(),
+                )
+                .await;
+            }
+            status::failed(
+                &mut next,
+                PROGRESS_DEADLINE_EXCEEDED,
+                message,
+                obj.metadata.generation,
+                now,
+            );
+        }
+        Verdict::SuspendOverdue {
+            progress, newly, ..
+        } => {
+            let overdue: Vec<_> = pods.clone();
+            let deleted = apply::force_delete_pods(&ctx.client, &id, &overdue).await?;
+            if *newly {
+                let note = progress
+                    .failure
+                    .as_ref()
+                    .map_or_else(String::new, |f| f.message.clone());
+                events::warning(&ctx.recorder, regarding, "SuspendDeadlineExceeded", note).await;
+            }
+            tracing::warn!(job = %job_key, deleted, "suspend past its progress deadline: deleted the remaining pods without grace period");
+        }
+    }
+
     // What the pods say: why they cannot start, what they restored, their checkpoints.
     match restore_flow::start_failure(&pods) {
         Some((pod, restore::StartFailure::NoRestorableCheckpoint(why))) => {
@@ -664,8 +730,17 @@ async fn deploy(
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
     ctx.metrics.count_trigger("requeue_poll");
-    Ok(Action::requeue(poll_interval(next.phase)))
+    // No watch event marks a deadline: look again when it passes.
+    let wait = verdict
+        .due_in(now)
+        .map_or(poll_interval(next.phase), |due| {
+            due.min(poll_interval(next.phase))
+        });
+    Ok(Action::requeue(wait))
 }
+
+/// Event and condition reason of a transition that failed its progress deadline.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
 /// How long until a job is looked at again without any watch event. Running jobs are polled
 /// for their pods' checkpoint facts (HTTP, no watch can tell). Every other change a

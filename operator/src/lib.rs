@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod object_trim;
 pub mod pod_admin;
+pub mod progress;
 pub mod restore;
 pub mod restore_flow;
 pub mod run;

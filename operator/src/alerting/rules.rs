@@ -221,6 +221,10 @@ pub struct JobFacts {
     pub checkpoint_interval_seconds: f64,
     /// The latest restore used an older checkpoint than intended.
     pub restore_fell_back: bool,
+    /// A transition failed its progress deadline (`status.progress.failure`, phase Failed).
+    pub deploy_failed: bool,
+    /// `status.message`, for the `{{ message }}` template variable.
+    pub message: String,
     /// `status.health`; rules reading `health` are inactive without it.
     pub health: Option<JobHealth>,
     /// Event-time lag has been growing (see [`crate::alerting::lag::LagTrend`]).
@@ -462,6 +466,7 @@ impl CompiledRule {
                 "severity",
                 result.severity.map(severity_str).unwrap_or("").to_string(),
             ),
+            ("message", job.message.clone()),
         ]);
         result.summary = template::render(&self.spec.summary, &text_vars);
         result.description = template::render(&self.spec.description, &text_vars);
@@ -605,6 +610,7 @@ fn job_value(job: &JobFacts) -> Value {
             Value::Float(job.checkpoint_interval_seconds),
         ),
         ("restoreFellBack", Value::Bool(job.restore_fell_back)),
+        ("deployFailed", Value::Bool(job.deploy_failed)),
         ("labels", Value::from(labels)),
     ]);
     Value::from(m)
@@ -665,6 +671,7 @@ mod tests {
                 "lagGrowing",
                 "restartLoop",
                 "jobFailed",
+                "deployFailed",
                 "restoreFellBack"
             ]
         );
@@ -800,6 +807,18 @@ mod tests {
             result(&rules, &j, "restoreFellBack").severity,
             Some(Severity::Warning)
         );
+        assert_eq!(result(&rules, &j, "deployFailed").severity, None);
+        j.deploy_failed = true;
+        j.message = "pod ctr-0: ErrImageNeverPull".into();
+        let deploy = result(&rules, &j, "deployFailed");
+        assert_eq!(deploy.severity, Some(Severity::Critical));
+        assert!(deploy.never_suppressed);
+        assert!(deploy.inhibits.contains(&"jobFailed".to_string()));
+        assert!(
+            deploy.description.starts_with("pod ctr-0: ErrImageNeverPull."),
+            "{}",
+            deploy.description
+        );
     }
 
     #[test]
@@ -892,7 +911,7 @@ mod tests {
             RuleSet::load(Some(&path)).map(names).ok(),
             Some(vec!["onlyRule".to_string()])
         );
-        assert_eq!(RuleSet::load(None).map(|r| r.rules().count()).ok(), Some(8));
+        assert_eq!(RuleSet::load(None).map(|r| r.rules().count()).ok(), Some(9));
         let missing = dir.path().join("nope.yaml");
         let e = RuleSet::load(Some(&missing))
             .map(|_| ())
