@@ -56,6 +56,9 @@ pub struct Context {
     pub applied: AppliedChildren,
     /// The status last written per job, to skip a patch the cache does not show yet.
     pub statuses: StatusMemory,
+    /// The alert rules (`--alert-rules` or the defaults), to check `spec.alerting.rules`
+    /// overrides against; `None` when they do not load (the health loop reports that).
+    pub alert_rules: Option<crate::alerting::rules::RuleSet>,
 }
 
 /// A failed reconcile.
@@ -387,7 +390,7 @@ async fn apply_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> 
     let regarding = obj.object_ref(&ctx.resource);
     let previous = previous_status(obj);
     let object = serde_json::to_value(obj).unwrap_or_default();
-    match checked_job(object) {
+    match checked_job(object, ctx.alert_rules.as_ref()) {
         Ok(job) => deploy(obj, &job, &previous, &regarding, ctx).await,
         Err(invalid) => reject(obj, &invalid, &previous, &regarding, ctx).await,
     }

@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use std::time::Duration;
 use weir_e2e::*;
@@ -438,5 +438,155 @@ async fn a_malformed_job_does_not_block_a_valid_one() -> Result<()> {
     let status = wait_observed(&client, ns, "nexmark").await?;
     let revision = status["revision"].as_str().unwrap_or_default().to_string();
     wait_pods(&client, ns, "nexmark", 2, REVISION, &revision).await?;
+    Ok(())
+}
+
+/// An upgrade to a spec whose pods crash (the runtime refuses an invalid `WEIR_ADMIN_PORT`
+/// from `podTemplate.env` and exits) goes `Failed` once `spec.upgrade.progressDeadline` (40 s)
+/// passes, with the crash and the container's termination message in status, a Warning event
+/// and a critical `deployFailed` alert delivered to the critical subscriber — although the
+/// job was Upgrading and no task of the new revision ever reported.
+#[tokio::test]
+async fn an_upgrade_whose_pods_crash_fails_at_its_progress_deadline_and_pages() -> Result<()> {
+    if !enabled("deadline") {
+        return Ok(());
+    }
+    let client = client().await?;
+    run(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            TEST_MANAGER,
+            "-f",
+            "crds/alertsubscription.yaml",
+        ],
+    )?;
+    shared_operator(&client).await?;
+    let ns = TestNamespace::create(&client, "deadline").await?;
+    let ns = &ns.name;
+
+    let (port, received) = weir_e2e::webhook::start().await?;
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "critical-hook"},
+        "stringData": {"url": format!("http://127.0.0.1:{port}/critical")},
+    });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch(
+            "critical-hook",
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let subscription = serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "AlertSubscription",
+        "metadata": {"name": "oncall"},
+        "spec": {
+            "selector": {"matchLabels": {"team": "e2e"}},
+            "minSeverity": "critical",
+            "channels": [{"name": "hook", "webhook": {"urlSecret": {"name": "critical-hook", "key": "url"}}}]
+        }
+    });
+    let subscriptions: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<weir_crds::AlertSubscription>(&()),
+    );
+    subscriptions
+        .patch(
+            "oncall",
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&subscription),
+        )
+        .await?;
+
+    let mut job = job_manifest("nexmark", 1);
+    job["spec"]["upgrade"] = serde_json::json!({"progressDeadline": "40s"});
+    apply_job(&client, ns, &job).await?;
+    wait_for("phase Running", Duration::from_secs(180), || async {
+        let s = job_status(&client, ns, "nexmark").await?;
+        if s["phase"] == "Running" {
+            Ok(Some(()))
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await?;
+
+    let mut crashing = job.clone();
+    crashing["spec"]["podTemplate"]["env"] = serde_json::json!([
+        {"name": "RUST_LOG", "value": "info"},
+        {"name": "WEIR_ADMIN_PORT", "value": "not-a-port"}
+    ]);
+    apply_job(&client, ns, &crashing).await?;
+    let status = wait_for(
+        "phase Failed by the progress deadline",
+        Duration::from_secs(180),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            if s["phase"] == "Failed" {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let failure = &status["progress"]["failure"];
+    ensure!(failure["reason"] == "CrashLoop", "{status}");
+    ensure!(
+        failure["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("WEIR_ADMIN_PORT"),
+        "the container's termination message is the reason: {status}"
+    );
+    // Not before the deadline: the transition started at least 40 s before it failed.
+    let progress: weir_crds::stream_job::ProgressStatus =
+        serde_json::from_value(status["progress"].clone())?;
+    let waited = progress
+        .failure
+        .as_ref()
+        .map(|f| (f.time - progress.started_at).num_seconds())
+        .unwrap_or_default();
+    ensure!(
+        waited >= 40 && progress.step == "Upgrading",
+        "failed {waited}s after the upgrade started: {status}"
+    );
+    let ready = condition(&status, "Ready").cloned().unwrap_or_default();
+    ensure!(
+        ready["status"] == "False" && ready["reason"] == "ProgressDeadlineExceeded",
+        "{ready}"
+    );
+    let note = wait_event(
+        &client,
+        ns,
+        "nexmark",
+        "Warning",
+        "ProgressDeadlineExceeded",
+    )
+    .await?;
+    ensure!(
+        note.contains("Upgrading did not complete within the progress deadline of 40s")
+            && note.contains("WEIR_ADMIN_PORT"),
+        "{note}"
+    );
+    wait_for(
+        "a critical deployFailed webhook",
+        Duration::from_secs(120),
+        || async {
+            let bodies = weir_e2e::webhook::bodies_to(&received, "/critical");
+            if bodies.iter().any(|b| b.contains("deployFailed")) {
+                Ok(Some(()))
+            } else {
+                Err(format!("{bodies:?}"))
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
