@@ -395,6 +395,75 @@ async fn invalid_spec_is_reported_and_running_pods_are_untouched() -> Result<()>
         "{phase_before} -> {phase_now}"
     );
 
+    // Specs Kubernetes or the runtime's CEL would only refuse later: caught now, pods untouched.
+    let mut later = job_manifest("nexmark", 2);
+    later["spec"]["pipeline"]["operators"][0]["filter"] = "lower(e.type) == 'bid'".into();
+    later["spec"]["resources"] = serde_json::json!({"limits": {"memory": "1GB"}});
+    later["spec"]["alerting"] = serde_json::json!({"rules": {
+        "backpressureHigh": {"warning": 0.95},
+        "noSuchRule": {"disabled": true}
+    }});
+    apply_job(&client, ns, &later).await?;
+    let status = wait_for(
+        "SpecValid=False naming the new checks' fields",
+        Duration::from_secs(60),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            let c = condition(&s, "SpecValid").cloned().unwrap_or_default();
+            if c["status"] == "False"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("spec.resources.limits.memory"))
+            {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let message = condition(&status, "SpecValid").cloned().unwrap_or_default()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for field in [
+        "spec.pipeline.operators[0].filter",
+        "spec.alerting.rules.backpressureHigh.warning",
+        "spec.alerting.rules.noSuchRule",
+    ] {
+        ensure!(message.contains(field), "{field} not named: {message}");
+    }
+    ensure!(message.contains("lower"), "{message}");
+    let still: Vec<_> = job_pods(&client, ns, "nexmark")
+        .await
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    ensure!(still == uids, "pods changed: {uids:?} -> {still:?}");
+
+    // A name too long for the pods Kubernetes would create: refused before any exists.
+    let long_name = "n".repeat(53);
+    let mut long = job_manifest(&long_name, 1);
+    long["metadata"]["name"] = long_name.clone().into();
+    apply_job(&client, ns, &long).await?;
+    let status = wait_observed(&client, ns, &long_name).await?;
+    let c = condition(&status, "SpecValid").cloned().unwrap_or_default();
+    ensure!(
+        c["status"] == "False"
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("metadata.name")),
+        "{status}"
+    );
+    ensure!(
+        job_stateful_set(&client, ns, &long_name)
+            .await
+            .map_err(anyhow::Error::msg)?
+            .is_none(),
+        "a StatefulSet was created for {long_name}"
+    );
+
     // A job that was never deployed fails.
     let mut fresh = invalid.clone();
     fresh["metadata"]["name"] = "fresh".into();
