@@ -520,6 +520,10 @@ async fn an_upgrade_whose_pods_crash_fails_at_its_progress_deadline_and_pages() 
     if !enabled("deadline") {
         return Ok(());
     }
+    if runtime_image().contains("standin") {
+        println!("deadline: skipped: needs the real runtime's refusal of a bad WEIR_ADMIN_PORT, WEIR_E2E_RUNTIME_IMAGE is the stand-in");
+        return Ok(());
+    }
     let client = client().await?;
     run(
         "kubectl",
