@@ -201,8 +201,11 @@ pub struct UpgradeSpec {
     /// alert; a suspend past it has its remaining pods deleted at once. Default 5m.
     #[serde(default = "default_progress_deadline")]
     pub progress_deadline: Dur,
-    /// Go back to the last spec that ran healthily when an upgrade fails its deadline (not
-    /// implemented yet: accepted and ignored).
+    /// When an upgrade fails its progress deadline, go back to the last spec that ran
+    /// healthily (kept by the operator in the ConfigMap `<job>-stable`; `spec` is never
+    /// written), restoring the newest checkpoint taken before the upgrade. The failed
+    /// generation is not tried again until the spec changes; `status.rollback` says which
+    /// generation failed and why.
     #[serde(default)]
     pub rollback: bool,
 }
@@ -325,6 +328,42 @@ pub struct StreamJobStatus {
     /// is Running or Suspended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressStatus>,
+    /// The last revision that ran with every pod ready (its spec is in `<job>-stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stable: Option<StableRevision>,
+    /// The latest rollback: active while `failedGeneration` is the job's generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+}
+
+/// A revision that ran healthily.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StableRevision {
+    /// Its revision.
+    pub revision: String,
+    /// The job's generation it ran as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When all its pods were first seen ready.
+    pub since: DateTime<Utc>,
+}
+
+/// A rollback after a failed upgrade (`spec.upgrade.rollback`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// The generation whose upgrade failed; not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
+    /// Its revision.
+    pub failed_revision: String,
+    /// Why it failed (the progress deadline's message).
+    pub reason: String,
+    /// The revision rolled back to.
+    pub to_revision: String,
+    /// When the rollback started.
+    pub time: DateTime<Utc>,
 }
 
 /// A transition the operator waits for, bounded by `spec.upgrade.progressDeadline`.

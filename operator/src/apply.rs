@@ -24,6 +24,16 @@ pub enum ApplyError {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the ConfigMap keeping the last stable spec failed.
+    #[error("reading ConfigMap {namespace}/{name} (the last stable spec) failed")]
+    ReadConfigMap {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Server-side apply of the ConfigMap failed.
     #[error("applying ConfigMap {namespace}/{name} failed")]
     ApplyConfigMap {
@@ -110,6 +120,7 @@ impl ApplyError {
             ApplyError::DeletePod { .. } => "DeletePod",
             ApplyError::DeleteChild { .. } => "DeleteChild",
             ApplyError::ReadSecret { .. } => "ReadSecret",
+            ApplyError::ReadConfigMap { .. } => "ReadConfigMap",
         }
     }
 }
@@ -258,6 +269,38 @@ pub async fn force_delete_pods(
         }
     }
     Ok(deleted)
+}
+
+/// The ConfigMap keeping job `id`'s last stable spec, if any.
+pub async fn stable_config_map(
+    client: &Client,
+    id: &JobIdentity,
+) -> Result<Option<ConfigMap>, ApplyError> {
+    let name = crate::rollback::stable_config_map_name(&id.name);
+    Api::<ConfigMap>::namespaced(client.clone(), &id.namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| ApplyError::ReadConfigMap {
+            namespace: id.namespace.clone(),
+            name,
+            source,
+        })
+}
+
+/// Server-side applies the ConfigMap keeping the last stable spec.
+pub async fn apply_stable_config_map(
+    client: &Client,
+    id: &JobIdentity,
+    config_map: &ConfigMap,
+) -> Result<(), ApplyError> {
+    ssa::<ConfigMap>(client, &id.namespace, config_map)
+        .await
+        .map(|_| ())
+        .map_err(|source| ApplyError::ApplyConfigMap {
+            namespace: id.namespace.clone(),
+            name: crate::rollback::stable_config_map_name(&id.name),
+            source,
+        })
 }
 
 /// The job's pods.

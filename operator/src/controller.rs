@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::progress::{self, PodView, Verdict};
 use crate::restore;
 use crate::restore_flow;
+use crate::rollback;
 use crate::status::{self, Deployed, Observed};
 use crate::status_memory::StatusMemory;
 use crate::validate::{checked_job, SpecInvalid};
@@ -448,8 +449,20 @@ async fn deploy(
 ) -> Result<Action, Error> {
     let id = JobIdentity::of(job)?;
     let job_key = format!("{}/{}", id.namespace, id.name);
-    let children = build::children(job)?;
     let now = chrono::Utc::now();
+    // Rolled back from this generation: deploy the last stable spec instead (the failed one is
+    // not tried again until the spec changes).
+    let requested = job;
+    let rolled_back_job = if rollback::active(previous, obj.metadata.generation) {
+        apply::stable_config_map(&ctx.client, &id)
+            .await?
+            .and_then(|cm| rollback::stable_job(job, &cm))
+    } else {
+        None
+    };
+    let rolling_back = rolled_back_job.is_some();
+    let job = rolled_back_job.as_ref().unwrap_or(job);
+    let children = build::children(job)?;
 
     // Missing storage credentials: say so and change nothing (running pods keep running).
     let credentials = restore_flow::credentials_problem(&ctx.client, job, &id.namespace)
@@ -508,7 +521,10 @@ async fn deploy(
                 None,
             );
         }
-        if let Some(record) = decision.record {
+        if let Some(mut record) = decision.record {
+            if rolling_back {
+                record.reason = rollback::ROLLBACK.to_string();
+            }
             let note = format!(
                 "{}: restoring from {}{}",
                 record.reason,
@@ -721,6 +737,64 @@ async fn deploy(
         next.checkpoint = restore::checkpoint_status(next.checkpoint.as_ref(), &reports, None);
     }
 
+    // Rollback: an upgrade that failed its deadline goes back to the last stable spec; a
+    // revision that runs healthily becomes the stable one.
+    let mut rollback_started = false;
+    if let Verdict::Failed {
+        progress, message, ..
+    } = &verdict
+    {
+        let failed = rollback::FailedUpgrade {
+            step: &progress.step,
+            enabled: requested.spec.upgrade.rollback,
+            generation: obj.metadata.generation,
+            revision: &children.revision,
+            reason: message,
+            stable: previous.last_stable.as_ref(),
+            rolled_back: rolling_back,
+            now,
+        };
+        if let Some(r) = rollback::decide(&failed) {
+            let note = format!(
+                "rolling back to revision {} (the last that ran healthily); generation {} is not tried again until the spec changes: {}",
+                r.to_revision,
+                r.failed_generation.map_or("?".to_string(), |g| g.to_string()),
+                r.reason
+            );
+            events::warning(&ctx.recorder, regarding, "RollingBack", note).await;
+            next.rollback = Some(r);
+            rollback_started = true;
+        }
+    }
+    if rollback::keep_as_stable(&next, &children.revision) {
+        let config = children
+            .config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(build::JOB_CONFIG_KEY))
+            .cloned()
+            .unwrap_or_default();
+        let cm = rollback::stable_config_map(&id, &config, &children.revision);
+        apply::apply_stable_config_map(&ctx.client, &id, &cm).await?;
+        next.last_stable = Some(rollback::stable_revision(
+            &children.revision,
+            obj.metadata.generation,
+            now,
+        ));
+    }
+    if rolling_back && next.phase == Some(Phase::Running) {
+        if let Some(r) = &next.rollback {
+            next.message = Some(format!(
+                "rolled back to revision {}: generation {} (revision {}) failed: {}",
+                r.to_revision,
+                r.failed_generation
+                    .map_or("?".to_string(), |g| g.to_string()),
+                r.failed_revision,
+                r.reason
+            ));
+        }
+    }
+
     if next.phase == Some(Phase::Running) && previous.phase != Some(Phase::Running) {
         let running = Lifecycle::Running;
         events::normal(&ctx.recorder, regarding, running.reason(), running.note()).await;
@@ -731,6 +805,9 @@ async fn deploy(
     if written && patch_status(obj, ctx, &next).await? == Patched::Conflict {
         ctx.metrics.count_trigger("requeue_conflict");
         return Ok(Action::requeue(CONFLICT_RETRY));
+    }
+    if rollback_started {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     ctx.metrics.count_trigger("requeue_poll");
     // No watch event marks a deadline: look again when it passes.

@@ -28,6 +28,7 @@ pub mod pod_admin;
 pub mod progress;
 pub mod restore;
 pub mod restore_flow;
+pub mod rollback;
 pub mod run;
 pub mod status;
 pub mod status_memory;

@@ -214,6 +214,8 @@ pub fn merge_patch(status: &StreamJobStatus) -> serde_json::Value {
             "checkpoint": status.checkpoint,
             "restores": status.restores,
             "progress": status.progress,
+            "lastStable": status.last_stable,
+            "rollback": status.rollback,
         }
     })
 }

@@ -34,14 +34,19 @@ pub fn restore_fell_back(job: &StreamJob, now: DateTime<Utc>) -> bool {
 }
 
 /// Whether a transition of `job` failed its progress deadline: phase Failed with
-/// `status.progress.failure` (a suspend past its deadline is not a failed deploy).
+/// `status.progress.failure` (a suspend past its deadline is not a failed deploy), or the job
+/// runs rolled back from the generation it was given (`status.rollback`).
 pub fn deploy_failed(job: &StreamJob) -> bool {
     job.status.as_ref().is_some_and(|s| {
-        s.phase == Some(Phase::Failed)
+        let failed = s.phase == Some(Phase::Failed)
             && s.progress
                 .as_ref()
                 .and_then(|p| p.failure.as_ref())
-                .is_some_and(|f| f.reason != "SuspendDeadlineExceeded")
+                .is_some_and(|f| f.reason != "SuspendDeadlineExceeded");
+        let rolled_back = s.rollback.as_ref().is_some_and(|r| {
+            r.failed_generation.is_some() && r.failed_generation == s.observed_generation
+        });
+        failed || rolled_back
     })
 }
 
@@ -290,6 +295,27 @@ spec:
             n.title(),
             "[CRITICAL] ads/ctr: ctr: pods not ready within the progress deadline"
         );
+
+        // rolled back from the failed generation: still paged, until the spec changes
+        if let Some(s) = j.status.as_mut() {
+            s.phase = Some(Phase::Running);
+            s.observed_generation = Some(4);
+            s.rollback = Some(weir_crds::stream_job::RollbackStatus {
+                failed_generation: Some(4),
+                failed_revision: "r2".into(),
+                reason: message.into(),
+                to_revision: "r1".into(),
+                time: now,
+            });
+        }
+        assert!(deploy_failed(&j));
+        if let Some(s) = j.status.as_mut() {
+            s.observed_generation = Some(5);
+        }
+        assert!(!deploy_failed(&j));
+        if let Some(s) = j.status.as_mut() {
+            s.phase = Some(Phase::Failed);
+        }
 
         // a suspend forced past its deadline is not a failed deploy
         if let Some(p) = j.status.as_mut().and_then(|s| s.progress.as_mut()) {
