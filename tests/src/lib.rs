@@ -316,6 +316,7 @@ pub const SHARED_SUFFIXES: &[&str] = &[
     "s3",
     "restore-bench",
     "deadline",
+    "rollback",
 ];
 
 /// The operator shared by the lifecycle suites (release `weir-e2e`, watching the namespaces of

@@ -663,3 +663,98 @@ async fn an_upgrade_whose_pods_crash_fails_at_its_progress_deadline_and_pages() 
     .await?;
     Ok(())
 }
+
+/// With `spec.upgrade.rollback: true`, the same crashing upgrade goes back to the revision that
+/// ran before: `status.rollback` names the failed generation and why, the pods run the old
+/// revision again restored from a checkpoint (restore record reason `rollback`), and the failed
+/// generation is not tried again while the spec stays the same.
+#[tokio::test]
+async fn a_failed_upgrade_rolls_back_to_the_last_stable_revision() -> Result<()> {
+    let Some((client, ns)) = setup("rollback").await? else {
+        return Ok(());
+    };
+    if runtime_image().contains("standin") {
+        println!("rollback: skipped: needs the real runtime's refusal of a bad WEIR_ADMIN_PORT, WEIR_E2E_RUNTIME_IMAGE is the stand-in");
+        return Ok(());
+    }
+    let ns = &ns.name;
+    let mut job = job_manifest("nexmark", 1);
+    job["spec"]["upgrade"] = serde_json::json!({"progressDeadline": "40s", "rollback": true});
+    apply_job(&client, ns, &job).await?;
+    let running = wait_for(
+        "phase Running with a stable revision kept",
+        Duration::from_secs(180),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            if s["phase"] == "Running" && s["lastStable"]["revision"].is_string() {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let stable = running["revision"].as_str().unwrap_or_default().to_string();
+    ensure!(
+        running["lastStable"]["revision"] == stable.as_str(),
+        "{running}"
+    );
+
+    let mut crashing = job.clone();
+    crashing["spec"]["podTemplate"]["env"] = serde_json::json!([
+        {"name": "RUST_LOG", "value": "info"},
+        {"name": "WEIR_ADMIN_PORT", "value": "not-a-port"}
+    ]);
+    apply_job(&client, ns, &crashing).await?;
+    let generation = stream_jobs(&client, ns)
+        .get("nexmark")
+        .await?
+        .metadata
+        .generation;
+    let status = wait_for(
+        "rolled back: Running on the stable revision",
+        Duration::from_secs(240),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            if s["rollback"]["failedGeneration"].as_i64() == generation
+                && s["phase"] == "Running"
+                && s["revision"] == stable.as_str()
+            {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let rollback = &status["rollback"];
+    ensure!(rollback["toRevision"] == stable.as_str(), "{status}");
+    ensure!(
+        rollback["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("WEIR_ADMIN_PORT")),
+        "{status}"
+    );
+    let last = status["restores"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        last["reason"] == "rollback" && last["revision"] == stable.as_str(),
+        "{status}"
+    );
+    wait_event(&client, ns, "nexmark", "Warning", "RollingBack").await?;
+    let pods = wait_pods(&client, ns, "nexmark", 1, REVISION, &stable).await?;
+    ensure!(pods.len() == 1);
+    // The failed generation is not tried again: still the stable revision a while later.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let later = job_status(&client, ns, "nexmark")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        later["revision"] == stable.as_str() && later["phase"] == "Running",
+        "{later}"
+    );
+    Ok(())
+}
