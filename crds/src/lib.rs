@@ -3,7 +3,8 @@
 //! - [`StreamJob`] (`weir.dev/v1alpha1`, short name `sj`): a stateful streaming job.
 //! - [`AlertSubscription`]: who gets told about which jobs' alerts, and how.
 //! - [`pipeline`]: sources, operators and sinks of a job graph.
-//! - [`validate`]: pure checks of a spec (graph, expressions, settings) that name the failing field.
+//! - [`validate`]: pure checks of a spec (graph, expressions, settings) that name the failing field;
+//!   [`validate_k8s`]: what Kubernetes or the runtime's CEL would refuse later (names, quantities, functions).
 
 pub mod alert_subscription;
 pub mod conditions;
@@ -12,6 +13,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod stream_job;
 pub mod validate;
+pub mod validate_k8s;
 
 pub use alert_subscription::{AlertSubscription, AlertSubscriptionSpec, AlertSubscriptionStatus};
 pub use conditions::Condition;

@@ -50,6 +50,9 @@ pub struct StreamJobSpec {
     /// How state carries over an upgrade.
     #[serde(default)]
     pub upgrade_mode: UpgradeMode,
+    /// How long a transition may take before the job is `Failed`, and what happens then.
+    #[serde(default)]
+    pub upgrade: UpgradeSpec,
     /// Where to restore from.
     #[serde(default)]
     pub restore: RestoreSpec,
@@ -187,6 +190,39 @@ pub enum UpgradeMode {
     Stateless,
 }
 
+/// Bounds on a transition (deploy, upgrade, rescale, resume, restart, suspend).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    /// How long a deploy, upgrade, rescale, resume or restart may take until every pod is
+    /// Ready (and a suspend until every pod is gone). Past it the job goes `Failed` with the
+    /// reason (crash loop and the container's last termination message, image pull error,
+    /// unschedulable pod, runtime refusal), a Warning event and a critical `deployFailed`
+    /// alert; a suspend past it has its remaining pods deleted at once. Default 5m.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Dur,
+    /// When an upgrade fails its progress deadline, go back to the last spec that ran
+    /// healthily (kept by the operator in the ConfigMap `<job>-stable`; `spec` is never
+    /// written), restoring the newest checkpoint taken before the upgrade. The failed
+    /// generation is not tried again until the spec changes; `status.rollback` says which
+    /// generation failed and why.
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+fn default_progress_deadline() -> Dur {
+    Dur::secs(300)
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        UpgradeSpec {
+            progress_deadline: default_progress_deadline(),
+            rollback: false,
+        }
+    }
+}
+
 /// Where a (re)deployment restores from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -288,6 +324,84 @@ pub struct StreamJobStatus {
     /// Alerts currently pending or firing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active_alerts: Vec<ActiveAlert>,
+    /// The transition in progress (or the one that failed its deadline); absent once the job
+    /// is Running or Suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressStatus>,
+    /// The last revision that ran with every pod ready (its spec is in `<job>-stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stable: Option<StableRevision>,
+    /// The latest rollback: active while `failedGeneration` is the job's generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+}
+
+/// A revision that ran healthily.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StableRevision {
+    /// Its revision.
+    pub revision: String,
+    /// The job's generation it ran as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When all its pods were first seen ready.
+    pub since: DateTime<Utc>,
+}
+
+/// A rollback after a failed upgrade (`spec.upgrade.rollback`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// The generation whose upgrade failed; not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
+    /// Its revision.
+    pub failed_revision: String,
+    /// Why it failed (the progress deadline's message).
+    pub reason: String,
+    /// The revision rolled back to.
+    pub to_revision: String,
+    /// When the rollback started.
+    pub time: DateTime<Utc>,
+}
+
+/// A transition the operator waits for, bounded by `spec.upgrade.progressDeadline`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressStatus {
+    /// What is waited for: Deploying, Upgrading, Scaled, Resumed, Restarted, Suspended, or
+    /// Recovering (pods of a running job stopped being ready on their own).
+    pub step: String,
+    /// The revision being rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The job's generation the transition started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it fails unless every pod is Ready (or, for a suspend, gone).
+    pub deadline: DateTime<Utc>,
+    /// Set once the deadline passed: why the pods are not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<DeployFailure>,
+}
+
+/// Why a transition failed its progress deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployFailure {
+    /// CrashLoop, ImagePull, Unschedulable, RuntimeRefused, ContainerConfig, PodsMissing or
+    /// NotReady.
+    pub reason: String,
+    /// The pod it was seen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// What Kubernetes or the container said (e.g. its last termination message).
+    pub message: String,
+    /// When the deadline passed.
+    pub time: DateTime<Utc>,
 }
 
 /// Lifecycle phase.

@@ -37,9 +37,36 @@ pub fn check_cel_syntax(expr: &str) -> Result<(), String> {
     if expr.trim().is_empty() {
         return Err("empty expression".to_string());
     }
-    cel::Program::compile(expr)
-        .map(|_| ())
-        .map_err(|e| format!("invalid CEL expression '{expr}': {e}"))
+    let program =
+        cel::Program::compile(expr).map_err(|e| format!("invalid CEL expression '{expr}': {e}"))?;
+    let unknown = crate::validate_k8s::unknown_cel_functions(&program);
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "CEL expression '{expr}' calls {} that CEL does not have: {} (available: {})",
+            if unknown.len() == 1 {
+                "a function"
+            } else {
+                "functions"
+            },
+            unknown.join(", "),
+            crate::validate_k8s::CEL_FUNCTIONS.join(", ")
+        ))
+    }
+}
+
+/// All problems in `job`: its name (as the name of the pods and Service built from it) and
+/// its spec ([`validate_spec`]); empty means valid.
+pub fn validate_job(job: &crate::StreamJob) -> Vec<SpecError> {
+    let mut errors = job
+        .metadata
+        .name
+        .as_deref()
+        .map(crate::validate_k8s::job_name)
+        .unwrap_or_default();
+    errors.extend(validate_spec(&job.spec));
+    errors
 }
 
 /// All problems in `spec`, in field order; empty means valid.
@@ -91,6 +118,8 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Vec<SpecError> {
             "labels under weir.dev/ are set by Weir and cannot be overridden",
         );
     }
+    v.errors
+        .extend(crate::validate_k8s::resources(spec.resources.as_ref()));
     v.pipeline(&spec.pipeline);
     v.exchange(spec);
     v.errors

@@ -24,6 +24,16 @@ pub enum ApplyError {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the ConfigMap keeping the last stable spec failed.
+    #[error("reading ConfigMap {namespace}/{name} (the last stable spec) failed")]
+    ReadConfigMap {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Server-side apply of the ConfigMap failed.
     #[error("applying ConfigMap {namespace}/{name} failed")]
     ApplyConfigMap {
@@ -110,6 +120,7 @@ impl ApplyError {
             ApplyError::DeletePod { .. } => "DeletePod",
             ApplyError::DeleteChild { .. } => "DeleteChild",
             ApplyError::ReadSecret { .. } => "ReadSecret",
+            ApplyError::ReadConfigMap { .. } => "ReadConfigMap",
         }
     }
 }
@@ -227,6 +238,69 @@ pub async fn restart_outdated_pods(
         }
     }
     Ok(deleted)
+}
+
+/// Deletes `pods` without a grace period (a suspend past its progress deadline: their final
+/// checkpoint cannot complete, and the restore point is the newest completed checkpoint).
+/// Returns how many were deleted.
+pub async fn force_delete_pods(
+    client: &Client,
+    id: &JobIdentity,
+    pods: &[Pod],
+) -> Result<usize, ApplyError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &id.namespace);
+    let mut deleted = 0;
+    for pod in pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(ApplyError::DeletePod {
+                    namespace: id.namespace.clone(),
+                    name,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// The ConfigMap keeping job `id`'s last stable spec, if any.
+pub async fn stable_config_map(
+    client: &Client,
+    id: &JobIdentity,
+) -> Result<Option<ConfigMap>, ApplyError> {
+    let name = crate::rollback::stable_config_map_name(&id.name);
+    Api::<ConfigMap>::namespaced(client.clone(), &id.namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| ApplyError::ReadConfigMap {
+            namespace: id.namespace.clone(),
+            name,
+            source,
+        })
+}
+
+/// Server-side applies the ConfigMap keeping the last stable spec.
+pub async fn apply_stable_config_map(
+    client: &Client,
+    id: &JobIdentity,
+    config_map: &ConfigMap,
+) -> Result<(), ApplyError> {
+    ssa::<ConfigMap>(client, &id.namespace, config_map)
+        .await
+        .map(|_| ())
+        .map_err(|source| ApplyError::ApplyConfigMap {
+            namespace: id.namespace.clone(),
+            name: crate::rollback::stable_config_map_name(&id.name),
+            source,
+        })
 }
 
 /// The job's pods.

@@ -10,8 +10,10 @@ use crate::events::{self, chain};
 use crate::job_changes::JobChanges;
 use crate::lifecycle::{self, Lifecycle};
 use crate::metrics::Metrics;
+use crate::progress::{self, PodView, Verdict};
 use crate::restore;
 use crate::restore_flow;
+use crate::rollback;
 use crate::status::{self, Deployed, Observed};
 use crate::status_memory::StatusMemory;
 use crate::validate::{checked_job, SpecInvalid};
@@ -55,6 +57,9 @@ pub struct Context {
     pub applied: AppliedChildren,
     /// The status last written per job, to skip a patch the cache does not show yet.
     pub statuses: StatusMemory,
+    /// The alert rules (`--alert-rules` or the defaults), to check `spec.alerting.rules`
+    /// overrides against; `None` when they do not load (the health loop reports that).
+    pub alert_rules: Option<crate::alerting::rules::RuleSet>,
 }
 
 /// A failed reconcile.
@@ -386,7 +391,7 @@ async fn apply_job(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> 
     let regarding = obj.object_ref(&ctx.resource);
     let previous = previous_status(obj);
     let object = serde_json::to_value(obj).unwrap_or_default();
-    match checked_job(object) {
+    match checked_job(object, ctx.alert_rules.as_ref()) {
         Ok(job) => deploy(obj, &job, &previous, &regarding, ctx).await,
         Err(invalid) => reject(obj, &invalid, &previous, &regarding, ctx).await,
     }
@@ -444,8 +449,20 @@ async fn deploy(
 ) -> Result<Action, Error> {
     let id = JobIdentity::of(job)?;
     let job_key = format!("{}/{}", id.namespace, id.name);
-    let children = build::children(job)?;
     let now = chrono::Utc::now();
+    // Rolled back from this generation: deploy the last stable spec instead (the failed one is
+    // not tried again until the spec changes).
+    let requested = job;
+    let rolled_back_job = if rollback::active(previous, obj.metadata.generation) {
+        apply::stable_config_map(&ctx.client, &id)
+            .await?
+            .and_then(|cm| rollback::stable_job(job, &cm))
+    } else {
+        None
+    };
+    let rolling_back = rolled_back_job.is_some();
+    let job = rolled_back_job.as_ref().unwrap_or(job);
+    let children = build::children(job)?;
 
     // Missing storage credentials: say so and change nothing (running pods keep running).
     let credentials = restore_flow::credentials_problem(&ctx.client, job, &id.namespace)
@@ -504,7 +521,10 @@ async fn deploy(
                 None,
             );
         }
-        if let Some(record) = decision.record {
+        if let Some(mut record) = decision.record {
+            if rolling_back {
+                record.reason = rollback::ROLLBACK.to_string();
+            }
             let note = format!(
                 "{}: restoring from {}{}",
                 record.reason,
@@ -590,6 +610,71 @@ async fn deploy(
     };
     let mut next = status::deployed(&next, &deployed, now);
 
+    // The progress deadline: a transition whose pods are not all ready in time fails, and a
+    // suspend whose pods are not gone in time has them deleted at once.
+    let pod_views: Vec<PodView> = pods.iter().map(PodView::of).collect();
+    let verdict = progress::judge(&progress::Input {
+        previous: previous.progress.as_ref(),
+        started: steps.first().map(Lifecycle::reason),
+        phase: next.phase.unwrap_or(Phase::Deploying),
+        revision: &children.revision,
+        generation: obj.metadata.generation,
+        deadline: job.spec.upgrade.progress_deadline.0,
+        desired: desired_replicas,
+        pods: &pod_views,
+        now,
+    });
+    next.progress = verdict.progress().cloned();
+    match &verdict {
+        Verdict::Settled => {}
+        Verdict::Waiting {
+            diagnosis: Some(d), ..
+        } => {
+            next.message = Some(format!(
+                "{}; {}{}",
+                next.message.as_deref().unwrap_or_default(),
+                d.pod
+                    .as_deref()
+                    .map(|p| format!("pod {p}: "))
+                    .unwrap_or_default(),
+                d.message
+            ));
+        }
+        Verdict::Waiting { .. } => {}
+        Verdict::Failed { message, newly, .. } => {
+            if *newly {
+                events::warning(
+                    &ctx.recorder,
+                    regarding,
+                    PROGRESS_DEADLINE_EXCEEDED,
+                    message.clone(),
+                )
+                .await;
+            }
+            status::failed(
+                &mut next,
+                PROGRESS_DEADLINE_EXCEEDED,
+                message,
+                obj.metadata.generation,
+                now,
+            );
+        }
+        Verdict::SuspendOverdue {
+            progress, newly, ..
+        } => {
+            let overdue: Vec<_> = pods.clone();
+            let deleted = apply::force_delete_pods(&ctx.client, &id, &overdue).await?;
+            if *newly {
+                let note = progress
+                    .failure
+                    .as_ref()
+                    .map_or_else(String::new, |f| f.message.clone());
+                events::warning(&ctx.recorder, regarding, "SuspendDeadlineExceeded", note).await;
+            }
+            tracing::warn!(job = %job_key, deleted, "suspend past its progress deadline: deleted the remaining pods without grace period");
+        }
+    }
+
     // What the pods say: why they cannot start, what they restored, their checkpoints.
     match restore_flow::start_failure(&pods) {
         Some((pod, restore::StartFailure::NoRestorableCheckpoint(why))) => {
@@ -652,6 +737,64 @@ async fn deploy(
         next.checkpoint = restore::checkpoint_status(next.checkpoint.as_ref(), &reports, None);
     }
 
+    // Rollback: an upgrade that failed its deadline goes back to the last stable spec; a
+    // revision that runs healthily becomes the stable one.
+    let mut rollback_started = false;
+    if let Verdict::Failed {
+        progress, message, ..
+    } = &verdict
+    {
+        let failed = rollback::FailedUpgrade {
+            step: &progress.step,
+            enabled: requested.spec.upgrade.rollback,
+            generation: obj.metadata.generation,
+            revision: &children.revision,
+            reason: message,
+            stable: previous.last_stable.as_ref(),
+            rolled_back: rolling_back,
+            now,
+        };
+        if let Some(r) = rollback::decide(&failed) {
+            let note = format!(
+                "rolling back to revision {} (the last that ran healthily); generation {} is not tried again until the spec changes: {}",
+                r.to_revision,
+                r.failed_generation.map_or("?".to_string(), |g| g.to_string()),
+                r.reason
+            );
+            events::warning(&ctx.recorder, regarding, "RollingBack", note).await;
+            next.rollback = Some(r);
+            rollback_started = true;
+        }
+    }
+    if rollback::keep_as_stable(&next, &children.revision) {
+        let config = children
+            .config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(build::JOB_CONFIG_KEY))
+            .cloned()
+            .unwrap_or_default();
+        let cm = rollback::stable_config_map(&id, &config, &children.revision);
+        apply::apply_stable_config_map(&ctx.client, &id, &cm).await?;
+        next.last_stable = Some(rollback::stable_revision(
+            &children.revision,
+            obj.metadata.generation,
+            now,
+        ));
+    }
+    if rolling_back && next.phase == Some(Phase::Running) {
+        if let Some(r) = &next.rollback {
+            next.message = Some(format!(
+                "rolled back to revision {}: generation {} (revision {}) failed: {}",
+                r.to_revision,
+                r.failed_generation
+                    .map_or("?".to_string(), |g| g.to_string()),
+                r.failed_revision,
+                r.reason
+            ));
+        }
+    }
+
     if next.phase == Some(Phase::Running) && previous.phase != Some(Phase::Running) {
         let running = Lifecycle::Running;
         events::normal(&ctx.recorder, regarding, running.reason(), running.note()).await;
@@ -663,9 +806,21 @@ async fn deploy(
         ctx.metrics.count_trigger("requeue_conflict");
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
+    if rollback_started {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     ctx.metrics.count_trigger("requeue_poll");
-    Ok(Action::requeue(poll_interval(next.phase)))
+    // No watch event marks a deadline: look again when it passes.
+    let wait = verdict
+        .due_in(now)
+        .map_or(poll_interval(next.phase), |due| {
+            due.min(poll_interval(next.phase))
+        });
+    Ok(Action::requeue(wait))
 }
+
+/// Event and condition reason of a transition that failed its progress deadline.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
 /// How long until a job is looked at again without any watch event. Running jobs are polled
 /// for their pods' checkpoint facts (HTTP, no watch can tell). Every other change a

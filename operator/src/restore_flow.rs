@@ -43,11 +43,22 @@ pub async fn prepare(
         job.status.as_ref().and_then(|s| s.checkpoint.as_ref()),
         &reports,
     );
+    let alive = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count();
     let final_checkpoint = if !transition.wants_final_checkpoint(&job.spec) {
         FinalCheckpoint::Skipped(format!(
             "not needed for {} ({:?} upgrade mode)",
             transition.reason(),
             job.spec.upgrade_mode
+        ))
+    } else if alive > 1 && targets.len() < alive {
+        // Several pods complete a checkpoint together: with one of them not ready, asking
+        // the others would only wait out the checkpoint timeout.
+        FinalCheckpoint::Failed(format!(
+            "only {} of {alive} pods are ready, and a checkpoint needs all of them",
+            targets.len()
         ))
     } else if !reports.is_empty()
         && reports.len() == targets.len()

@@ -135,6 +135,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         http: reqwest::Client::new(),
         applied: Default::default(),
         statuses: Default::default(),
+        // The health loop logs and reports a rules file that does not load.
+        alert_rules: crate::alerting::rules::RuleSet::load(config.alert_rules.as_deref()).ok(),
     });
     crate::health_loop::spawn(
         client.clone(),

@@ -213,6 +213,9 @@ pub fn merge_patch(status: &StreamJobStatus) -> serde_json::Value {
             "observedRestartNonce": status.observed_restart_nonce,
             "checkpoint": status.checkpoint,
             "restores": status.restores,
+            "progress": status.progress,
+            "lastStable": status.last_stable,
+            "rollback": status.rollback,
         }
     })
 }

@@ -2,8 +2,9 @@
 //! resource cannot break the watch for the others), then run the spec checks of `weir-crds`.
 //! Pure: no client.
 
+use crate::alerting::rules::RuleSet;
 use weir_crds::manifest::{from_json, ManifestError};
-use weir_crds::validate::{describe, validate_spec, SpecError};
+use weir_crds::validate::{describe, validate_job, SpecError};
 use weir_crds::StreamJob;
 
 /// Why a StreamJob cannot be deployed as written. The message names the failing field.
@@ -27,15 +28,27 @@ impl SpecInvalid {
     }
 }
 
-/// Deserialises `object` (the full resource as JSON) and validates its spec.
-pub fn checked_job(object: serde_json::Value) -> Result<StreamJob, SpecInvalid> {
+/// Deserialises `object` (the full resource as JSON) and validates its name and spec, and its
+/// alert overrides against `rules` (the operator's alert rules, when they loaded).
+pub fn checked_job(
+    object: serde_json::Value,
+    rules: Option<&RuleSet>,
+) -> Result<StreamJob, SpecInvalid> {
     let job = from_json("StreamJob", object).map_err(|e| match e {
         ManifestError::Schema { path, message, .. } => {
             SpecInvalid::Malformed(format!("{path}: {message}"))
         }
         other => SpecInvalid::Malformed(other.to_string()),
     })?;
-    let errors = validate_spec(&job.spec);
+    let mut errors = validate_job(&job);
+    if let Some(rules) = rules {
+        errors.extend(
+            rules
+                .override_problems(&job.spec.alerting)
+                .into_iter()
+                .map(|(field, message)| SpecError { field, message }),
+        );
+    }
     if errors.is_empty() {
         Ok(job)
     } else {
@@ -55,7 +68,7 @@ mod tests {
 
     #[test]
     fn a_valid_job_passes() {
-        let job = checked_job(fixture("job.yaml")).expect("valid");
+        let job = checked_job(fixture("job.yaml"), None).expect("valid");
         assert_eq!(job.spec.parallelism, 2);
     }
 
@@ -63,7 +76,7 @@ mod tests {
     fn a_wrong_type_is_malformed_and_names_the_field() {
         let mut obj = fixture("job.yaml");
         obj["spec"]["pipeline"]["operators"][0]["filter"] = serde_json::json!(123);
-        let err = checked_job(obj).expect_err("malformed");
+        let err = checked_job(obj, None).expect_err("malformed");
         assert_eq!(err.reason(), "SpecMalformed");
         assert!(
             err.to_string()
@@ -77,7 +90,7 @@ mod tests {
         let mut obj = fixture("job.yaml");
         obj["spec"]["pipeline"]["operators"][0]["input"] = serde_json::json!("nowhere");
         obj["spec"]["pipeline"]["operators"][0]["filter"] = serde_json::json!("e.type ==");
-        let err = checked_job(obj).expect_err("invalid");
+        let err = checked_job(obj, None).expect_err("invalid");
         assert_eq!(err.reason(), "SpecInvalid");
         let msg = err.to_string();
         assert!(msg.contains("spec.pipeline.operators[0].input"), "{msg}");
@@ -85,11 +98,41 @@ mod tests {
     }
 
     #[test]
+    fn what_kubernetes_or_cel_would_refuse_later_is_invalid_now() {
+        let rules = match RuleSet::defaults() {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let mut obj = fixture("job.yaml");
+        obj["metadata"]["name"] = serde_json::json!("a".repeat(53));
+        obj["spec"]["resources"] = serde_json::json!({"limits": {"memory": "1GB"}});
+        obj["spec"]["pipeline"]["operators"][0]["filter"] =
+            serde_json::json!("lower(e.type) == 'bid'");
+        obj["spec"]["alerting"] = serde_json::json!({"rules": {
+            "backpressureHigh": {"warning": 0.95},
+            "noSuchRule": {"disabled": true}
+        }});
+        let err = checked_job(obj, Some(&rules)).expect_err("invalid");
+        assert_eq!(err.reason(), "SpecInvalid");
+        let msg = err.to_string();
+        for field in [
+            "metadata.name",
+            "spec.resources.limits.memory",
+            "spec.pipeline.operators[0].filter",
+            "spec.alerting.rules.backpressureHigh.warning",
+            "spec.alerting.rules.noSuchRule",
+        ] {
+            assert!(msg.contains(field), "{field} not named in: {msg}");
+        }
+        assert!(msg.contains("lower"), "{msg}");
+    }
+
+    #[test]
     fn an_unknown_operator_kind_is_invalid() {
         let mut obj = fixture("job.yaml");
         obj["spec"]["pipeline"]["operators"][0] =
             serde_json::json!({"name": "bids", "input": "gen", "filtre": "true"});
-        let err = checked_job(obj).expect_err("invalid");
+        let err = checked_job(obj, None).expect_err("invalid");
         assert!(
             err.to_string().contains("spec.pipeline.operators[0]"),
             "{err}"

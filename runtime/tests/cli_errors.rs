@@ -121,6 +121,29 @@ fn bad_cel_names_the_field() {
 }
 
 #[test]
+fn what_kubernetes_or_cel_would_refuse_later_names_the_field() {
+    // parses, but CEL has no `lower`: every record would fail at run time
+    check(
+        &GOOD.replace("e.type == 'bid'", "lower(e.type) == 'bid'"),
+        &[
+            "spec.pipeline.operators[0].filter",
+            "calls a function that CEL does not have: lower",
+        ],
+    );
+    check(
+        &GOOD.replace("{name: demo}", &format!("{{name: {}}}", "d".repeat(53))),
+        &["metadata.name", "at most 52"],
+    );
+    check(
+        &GOOD.replace(
+            "image: weir-runtime:dev",
+            "image: weir-runtime:dev\n  resources: {limits: {memory: 1GB}}",
+        ),
+        &["spec.resources.limits.memory", "unknown suffix 'GB'"],
+    );
+}
+
+#[test]
 fn worker_with_a_bad_config_leaves_a_one_line_termination_message() {
     let dir = tmp();
     let f = dir.path().join("job.yaml");

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 
 pub mod dingtalk;
 pub mod smtp_sink;
+pub mod webhook;
 
 /// Namespace of the operator release shared by the lifecycle suites.
 pub const OPERATOR_NAMESPACE: &str = "weir-e2e";
@@ -314,6 +315,8 @@ pub const SHARED_SUFFIXES: &[&str] = &[
     "no-checkpoint",
     "s3",
     "restore-bench",
+    "deadline",
+    "rollback",
 ];
 
 /// The operator shared by the lifecycle suites (release `weir-e2e`, watching the namespaces of

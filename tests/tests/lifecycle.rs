@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use std::time::Duration;
 use weir_e2e::*;
@@ -395,6 +395,75 @@ async fn invalid_spec_is_reported_and_running_pods_are_untouched() -> Result<()>
         "{phase_before} -> {phase_now}"
     );
 
+    // Specs Kubernetes or the runtime's CEL would only refuse later: caught now, pods untouched.
+    let mut later = job_manifest("nexmark", 2);
+    later["spec"]["pipeline"]["operators"][0]["filter"] = "lower(e.type) == 'bid'".into();
+    later["spec"]["resources"] = serde_json::json!({"limits": {"memory": "1GB"}});
+    later["spec"]["alerting"] = serde_json::json!({"rules": {
+        "backpressureHigh": {"warning": 0.95},
+        "noSuchRule": {"disabled": true}
+    }});
+    apply_job(&client, ns, &later).await?;
+    let status = wait_for(
+        "SpecValid=False naming the new checks' fields",
+        Duration::from_secs(60),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            let c = condition(&s, "SpecValid").cloned().unwrap_or_default();
+            if c["status"] == "False"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("spec.resources.limits.memory"))
+            {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let message = condition(&status, "SpecValid").cloned().unwrap_or_default()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for field in [
+        "spec.pipeline.operators[0].filter",
+        "spec.alerting.rules.backpressureHigh.warning",
+        "spec.alerting.rules.noSuchRule",
+    ] {
+        ensure!(message.contains(field), "{field} not named: {message}");
+    }
+    ensure!(message.contains("lower"), "{message}");
+    let still: Vec<_> = job_pods(&client, ns, "nexmark")
+        .await
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    ensure!(still == uids, "pods changed: {uids:?} -> {still:?}");
+
+    // A name too long for the pods Kubernetes would create: refused before any exists.
+    let long_name = "n".repeat(53);
+    let mut long = job_manifest(&long_name, 1);
+    long["metadata"]["name"] = long_name.clone().into();
+    apply_job(&client, ns, &long).await?;
+    let status = wait_observed(&client, ns, &long_name).await?;
+    let c = condition(&status, "SpecValid").cloned().unwrap_or_default();
+    ensure!(
+        c["status"] == "False"
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("metadata.name")),
+        "{status}"
+    );
+    ensure!(
+        job_stateful_set(&client, ns, &long_name)
+            .await
+            .map_err(anyhow::Error::msg)?
+            .is_none(),
+        "a StatefulSet was created for {long_name}"
+    );
+
     // A job that was never deployed fails.
     let mut fresh = invalid.clone();
     fresh["metadata"]["name"] = "fresh".into();
@@ -438,5 +507,254 @@ async fn a_malformed_job_does_not_block_a_valid_one() -> Result<()> {
     let status = wait_observed(&client, ns, "nexmark").await?;
     let revision = status["revision"].as_str().unwrap_or_default().to_string();
     wait_pods(&client, ns, "nexmark", 2, REVISION, &revision).await?;
+    Ok(())
+}
+
+/// An upgrade to a spec whose pods crash (the runtime refuses an invalid `WEIR_ADMIN_PORT`
+/// from `podTemplate.env` and exits) goes `Failed` once `spec.upgrade.progressDeadline` (40 s)
+/// passes, with the crash and the container's termination message in status, a Warning event
+/// and a critical `deployFailed` alert delivered to the critical subscriber — although the
+/// job was Upgrading and no task of the new revision ever reported.
+#[tokio::test]
+async fn an_upgrade_whose_pods_crash_fails_at_its_progress_deadline_and_pages() -> Result<()> {
+    if !enabled("deadline") {
+        return Ok(());
+    }
+    if runtime_image().contains("standin") {
+        println!("deadline: skipped: needs the real runtime's refusal of a bad WEIR_ADMIN_PORT, WEIR_E2E_RUNTIME_IMAGE is the stand-in");
+        return Ok(());
+    }
+    let client = client().await?;
+    run(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            TEST_MANAGER,
+            "-f",
+            "crds/alertsubscription.yaml",
+        ],
+    )?;
+    shared_operator(&client).await?;
+    let ns = TestNamespace::create(&client, "deadline").await?;
+    let ns = &ns.name;
+
+    let (port, received) = weir_e2e::webhook::start().await?;
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "critical-hook"},
+        "stringData": {"url": format!("http://127.0.0.1:{port}/critical")},
+    });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch(
+            "critical-hook",
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let subscription = serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "AlertSubscription",
+        "metadata": {"name": "oncall"},
+        "spec": {
+            "selector": {"matchLabels": {"team": "e2e"}},
+            "minSeverity": "critical",
+            "channels": [{"name": "hook", "webhook": {"urlSecret": {"name": "critical-hook", "key": "url"}}}]
+        }
+    });
+    let subscriptions: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<weir_crds::AlertSubscription>(&()),
+    );
+    subscriptions
+        .patch(
+            "oncall",
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&subscription),
+        )
+        .await?;
+
+    let mut job = job_manifest("nexmark", 1);
+    job["spec"]["upgrade"] = serde_json::json!({"progressDeadline": "40s"});
+    apply_job(&client, ns, &job).await?;
+    wait_for("phase Running", Duration::from_secs(180), || async {
+        let s = job_status(&client, ns, "nexmark").await?;
+        if s["phase"] == "Running" {
+            Ok(Some(()))
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await?;
+
+    let mut crashing = job.clone();
+    crashing["spec"]["podTemplate"]["env"] = serde_json::json!([
+        {"name": "RUST_LOG", "value": "info"},
+        {"name": "WEIR_ADMIN_PORT", "value": "not-a-port"}
+    ]);
+    apply_job(&client, ns, &crashing).await?;
+    let status = wait_for(
+        "phase Failed by the progress deadline",
+        Duration::from_secs(180),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            if s["phase"] == "Failed" {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let failure = &status["progress"]["failure"];
+    ensure!(failure["reason"] == "CrashLoop", "{status}");
+    ensure!(
+        failure["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("WEIR_ADMIN_PORT"),
+        "the container's termination message is the reason: {status}"
+    );
+    // Not before the deadline: the transition started at least 40 s before it failed.
+    let progress: weir_crds::stream_job::ProgressStatus =
+        serde_json::from_value(status["progress"].clone())?;
+    let waited = progress
+        .failure
+        .as_ref()
+        .map(|f| (f.time - progress.started_at).num_seconds())
+        .unwrap_or_default();
+    ensure!(
+        waited >= 40 && progress.step == "Upgrading",
+        "failed {waited}s after the upgrade started: {status}"
+    );
+    let ready = condition(&status, "Ready").cloned().unwrap_or_default();
+    ensure!(
+        ready["status"] == "False" && ready["reason"] == "ProgressDeadlineExceeded",
+        "{ready}"
+    );
+    let note = wait_event(
+        &client,
+        ns,
+        "nexmark",
+        "Warning",
+        "ProgressDeadlineExceeded",
+    )
+    .await?;
+    ensure!(
+        note.contains("Upgrading did not complete within the progress deadline of 40s")
+            && note.contains("WEIR_ADMIN_PORT"),
+        "{note}"
+    );
+    wait_for(
+        "a critical deployFailed webhook",
+        Duration::from_secs(120),
+        || async {
+            let bodies = weir_e2e::webhook::bodies_to(&received, "/critical");
+            if bodies.iter().any(|b| b.contains("deployFailed")) {
+                Ok(Some(()))
+            } else {
+                Err(format!("{bodies:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// With `spec.upgrade.rollback: true`, the same crashing upgrade goes back to the revision that
+/// ran before: `status.rollback` names the failed generation and why, the pods run the old
+/// revision again restored from a checkpoint (restore record reason `rollback`), and the failed
+/// generation is not tried again while the spec stays the same.
+#[tokio::test]
+async fn a_failed_upgrade_rolls_back_to_the_last_stable_revision() -> Result<()> {
+    let Some((client, ns)) = setup("rollback").await? else {
+        return Ok(());
+    };
+    if runtime_image().contains("standin") {
+        println!("rollback: skipped: needs the real runtime's refusal of a bad WEIR_ADMIN_PORT, WEIR_E2E_RUNTIME_IMAGE is the stand-in");
+        return Ok(());
+    }
+    let ns = &ns.name;
+    let mut job = job_manifest("nexmark", 1);
+    job["spec"]["upgrade"] = serde_json::json!({"progressDeadline": "40s", "rollback": true});
+    apply_job(&client, ns, &job).await?;
+    let running = wait_for(
+        "phase Running with a stable revision kept",
+        Duration::from_secs(180),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            if s["phase"] == "Running" && s["lastStable"]["revision"].is_string() {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let stable = running["revision"].as_str().unwrap_or_default().to_string();
+    ensure!(
+        running["lastStable"]["revision"] == stable.as_str(),
+        "{running}"
+    );
+
+    let mut crashing = job.clone();
+    crashing["spec"]["podTemplate"]["env"] = serde_json::json!([
+        {"name": "RUST_LOG", "value": "info"},
+        {"name": "WEIR_ADMIN_PORT", "value": "not-a-port"}
+    ]);
+    apply_job(&client, ns, &crashing).await?;
+    let generation = stream_jobs(&client, ns)
+        .get("nexmark")
+        .await?
+        .metadata
+        .generation;
+    let status = wait_for(
+        "rolled back: Running on the stable revision",
+        Duration::from_secs(240),
+        || async {
+            let s = job_status(&client, ns, "nexmark").await?;
+            if s["rollback"]["failedGeneration"].as_i64() == generation
+                && s["phase"] == "Running"
+                && s["revision"] == stable.as_str()
+            {
+                Ok(Some(s))
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await?;
+    let rollback = &status["rollback"];
+    ensure!(rollback["toRevision"] == stable.as_str(), "{status}");
+    ensure!(
+        rollback["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("WEIR_ADMIN_PORT")),
+        "{status}"
+    );
+    let last = status["restores"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        last["reason"] == "rollback" && last["revision"] == stable.as_str(),
+        "{status}"
+    );
+    wait_event(&client, ns, "nexmark", "Warning", "RollingBack").await?;
+    let pods = wait_pods(&client, ns, "nexmark", 1, REVISION, &stable).await?;
+    ensure!(pods.len() == 1);
+    // The failed generation is not tried again: still the stable revision a while later.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let later = job_status(&client, ns, "nexmark")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        later["revision"] == stable.as_str() && later["phase"] == "Running",
+        "{later}"
+    );
     Ok(())
 }

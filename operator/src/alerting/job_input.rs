@@ -6,7 +6,7 @@ use crate::alerting::routing::{JobRouting, Subscription};
 use crate::alerting::rules::{severity_str, JobFacts, RuleSet};
 use chrono::{DateTime, Utc};
 use weir_crds::alert_subscription::AlertSubscription;
-use weir_crds::stream_job::{ActiveAlert, JobHealth, StreamJob};
+use weir_crds::stream_job::{ActiveAlert, JobHealth, Phase, StreamJob};
 use weir_crds::Condition;
 
 /// `restoreFellBack` stays true this long after a restore with reason `fallback`.
@@ -33,6 +33,23 @@ pub fn restore_fell_back(job: &StreamJob, now: DateTime<Utc>) -> bool {
         })
 }
 
+/// Whether a transition of `job` failed its progress deadline: phase Failed with
+/// `status.progress.failure` (a suspend past its deadline is not a failed deploy), or the job
+/// runs rolled back from the generation it was given (`status.rollback`).
+pub fn deploy_failed(job: &StreamJob) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        let failed = s.phase == Some(Phase::Failed)
+            && s.progress
+                .as_ref()
+                .and_then(|p| p.failure.as_ref())
+                .is_some_and(|f| f.reason != "SuspendDeadlineExceeded");
+        let rolled_back = s.rollback.as_ref().is_some_and(|r| {
+            r.failed_generation.is_some() && r.failed_generation == s.observed_generation
+        });
+        failed || rolled_back
+    })
+}
+
 /// What the rules see of `job`, with `health` (from aggregation) and the lag trend.
 pub fn job_facts(
     job: &StreamJob,
@@ -48,6 +65,12 @@ pub fn job_facts(
         phase: job.status.as_ref().and_then(|s| s.phase),
         checkpoint_interval_seconds: job.spec.checkpoint.interval.0.as_secs_f64(),
         restore_fell_back: restore_fell_back(job, now),
+        deploy_failed: deploy_failed(job),
+        message: job
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default(),
         health,
         lag_growing,
         alerting: job.spec.alerting.clone(),
@@ -128,7 +151,7 @@ mod tests {
     use weir_crds::alert_subscription::{
         AlertSubscriptionSpec, ChannelSpec, SecretKeyRef, WebhookChannel,
     };
-    use weir_crds::stream_job::{Phase, RestoreRecord, StreamJobStatus};
+    use weir_crds::stream_job::{RestoreRecord, StreamJobStatus};
 
     const JOB: &str = r#"
 apiVersion: weir.dev/v1alpha1
@@ -206,6 +229,101 @@ spec:
             due[0].notification.title(),
             "[WARNING] ads/ctr: ctr is backpressured 0.4 of the time (threshold 0.3)"
         );
+    }
+
+    #[test]
+    fn a_deploy_past_its_deadline_pages_critical_with_the_reason_and_not_twice() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let message = "Upgrading did not complete within the progress deadline of 40s (revision r2): pod ctr-0: the runtime container exited (exit code 1, Error): bad port";
+        let mut j = job();
+        j.status = Some(StreamJobStatus {
+            phase: Some(Phase::Failed),
+            message: Some(message.into()),
+            progress: Some(weir_crds::stream_job::ProgressStatus {
+                step: "Upgrading".into(),
+                revision: Some("r2".into()),
+                generation: Some(2),
+                started_at: now,
+                deadline: now,
+                failure: Some(weir_crds::stream_job::DeployFailure {
+                    reason: "CrashLoop".into(),
+                    pod: Some("ctr-0".into()),
+                    message: "bad port".into(),
+                    time: now,
+                }),
+            }),
+            ..Default::default()
+        });
+        assert!(deploy_failed(&j));
+        let rules = match RuleSet::from_yaml(include_str!("../../../alerts/default-rules.yaml")) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let oncall = Subscription {
+            namespace: "ads".into(),
+            name: "oncall".into(),
+            spec: AlertSubscriptionSpec {
+                min_severity: weir_crds::stream_job::Severity::Critical,
+                channels: vec![ChannelSpec {
+                    webhook: Some(WebhookChannel {
+                        url_secret: SecretKeyRef {
+                            name: "h".into(),
+                            key: "u".into(),
+                        },
+                        sign_secret: None,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        };
+        let mut engine = AlertEngine::default();
+        let active = evaluate_job(&mut engine, &rules, &j, None, &[oncall], now);
+        let firing: Vec<&str> = active
+            .iter()
+            .filter(|a| a.state == "firing")
+            .map(|a| a.name.as_str())
+            .collect();
+        assert!(firing.contains(&"deployFailed"), "{active:?}");
+        let due = engine.take_due(now);
+        assert_eq!(due.len(), 1, "jobFailed is inhibited by deployFailed");
+        let n = &due[0].notification;
+        assert_eq!(
+            n.title(),
+            "[CRITICAL] ads/ctr: ctr: pods not ready within the progress deadline"
+        );
+
+        // rolled back from the failed generation: still paged, until the spec changes
+        if let Some(s) = j.status.as_mut() {
+            s.phase = Some(Phase::Running);
+            s.observed_generation = Some(4);
+            s.rollback = Some(weir_crds::stream_job::RollbackStatus {
+                failed_generation: Some(4),
+                failed_revision: "r2".into(),
+                reason: message.into(),
+                to_revision: "r1".into(),
+                time: now,
+            });
+        }
+        assert!(deploy_failed(&j));
+        if let Some(s) = j.status.as_mut() {
+            s.observed_generation = Some(5);
+        }
+        assert!(!deploy_failed(&j));
+        if let Some(s) = j.status.as_mut() {
+            s.phase = Some(Phase::Failed);
+        }
+
+        // a suspend forced past its deadline is not a failed deploy
+        if let Some(p) = j.status.as_mut().and_then(|s| s.progress.as_mut()) {
+            if let Some(f) = p.failure.as_mut() {
+                f.reason = "SuspendDeadlineExceeded".into();
+            }
+        }
+        assert!(!deploy_failed(&j));
     }
 
     #[test]

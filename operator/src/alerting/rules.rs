@@ -221,6 +221,10 @@ pub struct JobFacts {
     pub checkpoint_interval_seconds: f64,
     /// The latest restore used an older checkpoint than intended.
     pub restore_fell_back: bool,
+    /// A transition failed its progress deadline (`status.progress.failure`, phase Failed).
+    pub deploy_failed: bool,
+    /// `status.message`, for the `{{ message }}` template variable.
+    pub message: String,
     /// `status.health`; rules reading `health` are inactive without it.
     pub health: Option<JobHealth>,
     /// Event-time lag has been growing (see [`crate::alerting::lag::LagTrend`]).
@@ -360,6 +364,67 @@ impl RuleSet {
             .collect()
     }
 
+    /// Problems with `spec.alerting.rules`, as (field path, message): an override naming no
+    /// rule, thresholds on a rule that has none, and a warning threshold beyond the critical
+    /// one (in the direction the rule's own thresholds go: higher is worse for every default
+    /// rule, but a rule may count down).
+    pub fn override_problems(&self, alerting: &AlertingSpec) -> Vec<(String, String)> {
+        let mut problems = vec![];
+        for (name, o) in &alerting.rules {
+            let field = format!("spec.alerting.rules.{name}");
+            let Some(rule) = self.rules.iter().find(|r| &r.spec.name == name) else {
+                let known: Vec<&str> = self.rules.iter().map(|r| r.spec.name.as_str()).collect();
+                problems.push((
+                    field,
+                    format!(
+                        "there is no alert rule '{name}' (rules: {})",
+                        known.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let t = &rule.spec.thresholds;
+            if t.is_empty() && (o.warning.is_some() || o.critical.is_some()) {
+                problems.push((
+                    field,
+                    format!(
+                        "rule '{name}' has no thresholds (it fires with severity {}); only 'for' and 'disabled' can be overridden",
+                        rule.spec.severity.map_or("info", severity_str)
+                    ),
+                ));
+                continue;
+            }
+            let (Some(warning), Some(critical)) =
+                (o.warning.or(t.warning), o.critical.or(t.critical))
+            else {
+                continue;
+            };
+            let counts_down = matches!((t.warning, t.critical), (Some(w), Some(c)) if w > c);
+            let beyond = if counts_down {
+                warning < critical
+            } else {
+                warning > critical
+            };
+            if beyond {
+                let which = if o.warning.is_some() {
+                    "warning"
+                } else {
+                    "critical"
+                };
+                problems.push((
+                    format!("{field}.{which}"),
+                    format!(
+                        "the warning threshold {} is beyond the critical threshold {} (rule '{name}' gets worse as its value {}), so warning could never come before critical",
+                        template::format_number(warning),
+                        template::format_number(critical),
+                        if counts_down { "falls" } else { "rises" },
+                    ),
+                ));
+            }
+        }
+        problems
+    }
+
     /// Evaluates every enabled rule for one job.
     pub fn evaluate(&self, job: &JobFacts) -> Vec<RuleResult> {
         let vars = Vars {
@@ -462,6 +527,7 @@ impl CompiledRule {
                 "severity",
                 result.severity.map(severity_str).unwrap_or("").to_string(),
             ),
+            ("message", job.message.clone()),
         ]);
         result.summary = template::render(&self.spec.summary, &text_vars);
         result.description = template::render(&self.spec.description, &text_vars);
@@ -605,6 +671,7 @@ fn job_value(job: &JobFacts) -> Value {
             Value::Float(job.checkpoint_interval_seconds),
         ),
         ("restoreFellBack", Value::Bool(job.restore_fell_back)),
+        ("deployFailed", Value::Bool(job.deploy_failed)),
         ("labels", Value::from(labels)),
     ]);
     Value::from(m)
@@ -665,6 +732,7 @@ mod tests {
                 "lagGrowing",
                 "restartLoop",
                 "jobFailed",
+                "deployFailed",
                 "restoreFellBack"
             ]
         );
@@ -800,6 +868,20 @@ mod tests {
             result(&rules, &j, "restoreFellBack").severity,
             Some(Severity::Warning)
         );
+        assert_eq!(result(&rules, &j, "deployFailed").severity, None);
+        j.deploy_failed = true;
+        j.message = "pod ctr-0: ErrImageNeverPull".into();
+        let deploy = result(&rules, &j, "deployFailed");
+        assert_eq!(deploy.severity, Some(Severity::Critical));
+        assert!(deploy.never_suppressed);
+        assert!(deploy.inhibits.contains(&"jobFailed".to_string()));
+        assert!(
+            deploy
+                .description
+                .starts_with("pod ctr-0: ErrImageNeverPull."),
+            "{}",
+            deploy.description
+        );
     }
 
     #[test]
@@ -892,7 +974,7 @@ mod tests {
             RuleSet::load(Some(&path)).map(names).ok(),
             Some(vec!["onlyRule".to_string()])
         );
-        assert_eq!(RuleSet::load(None).map(|r| r.rules().count()).ok(), Some(8));
+        assert_eq!(RuleSet::load(None).map(|r| r.rules().count()).ok(), Some(9));
         let missing = dir.path().join("nope.yaml");
         let e = RuleSet::load(Some(&missing))
             .map(|_| ())
@@ -906,6 +988,77 @@ mod tests {
     fn a_rule_set_can_be_shared_across_tasks() {
         fn shareable<T: Send + Sync + 'static>(_: &T) {}
         shareable(&defaults());
+    }
+
+    #[test]
+    fn overrides_naming_no_rule_or_a_warning_beyond_critical_are_problems() {
+        let rules = defaults();
+        let mut a = AlertingSpec::default();
+        a.rules.insert(
+            "backpressureHigh".into(),
+            RuleOverride {
+                warning: Some(0.9),
+                ..Default::default()
+            },
+        );
+        a.rules.insert("lagGrowin".into(), RuleOverride::default());
+        a.rules.insert(
+            "jobFailed".into(),
+            RuleOverride {
+                critical: Some(1.0),
+                ..Default::default()
+            },
+        );
+        a.rules.insert(
+            "checkpointFailures".into(),
+            RuleOverride {
+                warning: Some(3.0),
+                critical: Some(4.0),
+                ..Default::default()
+            },
+        );
+        let problems = rules.override_problems(&a);
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.alerting.rules.backpressureHigh.warning",
+                "spec.alerting.rules.jobFailed",
+                "spec.alerting.rules.lagGrowin"
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .1
+                .contains("warning threshold 0.9 is beyond the critical threshold 0.8"),
+            "{problems:?}"
+        );
+        assert!(problems[2].1.contains("no alert rule 'lagGrowin'"));
+
+        // a rule counting down: warning above critical is right, below is not
+        let down = "rules:\n- {name: inputLow, condition: 'health.recordsInPerSecond < threshold', thresholds: {warning: 100, critical: 10}, summary: s}\n";
+        let down = match RuleSet::from_yaml(down) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let mut a = AlertingSpec::default();
+        a.rules.insert(
+            "inputLow".into(),
+            RuleOverride {
+                warning: Some(50.0),
+                ..Default::default()
+            },
+        );
+        assert_eq!(down.override_problems(&a), vec![]);
+        a.rules.insert(
+            "inputLow".into(),
+            RuleOverride {
+                warning: Some(5.0),
+                ..Default::default()
+            },
+        );
+        assert_eq!(down.override_problems(&a).len(), 1);
     }
 
     #[test]

@@ -3,8 +3,15 @@
 use std::collections::BTreeMap;
 
 /// The variables a rule template may use.
-pub const TEMPLATE_VARIABLES: [&str; 6] =
-    ["job", "namespace", "value", "threshold", "severity", "rule"];
+pub const TEMPLATE_VARIABLES: [&str; 7] = [
+    "job",
+    "namespace",
+    "value",
+    "threshold",
+    "severity",
+    "rule",
+    "message",
+];
 
 /// Why a template is not usable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -16,7 +23,7 @@ pub enum TemplateError {
         offset: usize,
     },
     /// A variable that is not one of [`TEMPLATE_VARIABLES`].
-    #[error("unknown template variable '{name}' (known: job, namespace, value, threshold, severity, rule)")]
+    #[error("unknown template variable '{name}' (known: job, namespace, value, threshold, severity, rule, message)")]
     UnknownVariable {
         /// The name used.
         name: String,

@@ -863,6 +863,32 @@ mod tests {
             c.check_shutdown(t0 + S),
             ShutdownCheck::Done { .. }
         ));
+    fn a_paused_pod_exits_on_sigterm_without_waiting_for_a_tick_checkpoint() {
+        // Two pods took a final checkpoint together (a suspend) and paused; ticks go on.
+        let t0 = Instant::now();
+        let mut c: CheckpointCoordinator<&str> =
+            CheckpointCoordinator::new(settings(2), [1], 100, t0);
+        c.request(true, "operator").ok();
+        let s = c.maybe_start(t0, 1_010_000).expect("tick 101");
+        assert!(s.is_final);
+        c.snapshot_stored(1, 101, 1, 1);
+        assert_eq!(c.poll(t0 + S), Poll::Finish { id: 101 });
+        let done = c.complete(t0 + S).expect("101");
+        assert_eq!(done.then, AfterCheckpoint::PauseTasks);
+        // the next tick starts while paused; the other pod exits before taking part in it
+        assert!(c.maybe_start(t0 + 10 * S, 1_020_000).is_some());
+        assert!(
+            !c.begin_shutdown("SIGTERM", t0 + 11 * S),
+            "nothing read since the final checkpoint"
+        );
+        assert_eq!(
+            c.check_shutdown(t0 + 11 * S),
+            ShutdownCheck::Done {
+                signal: "SIGTERM",
+                waited: Duration::ZERO
+            },
+            "the unfinishable tick is not waited for"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use weir_crds::pipeline::{GeneratorSpec, KafkaSourceSpec, OperatorSpec, Pipeline};
-use weir_crds::validate::{validate_spec, SpecError};
+use weir_crds::validate::{validate_job, SpecError};
 use weir_crds::StreamJob;
 
 /// How a source is read.
@@ -116,7 +116,7 @@ fn ms(d: weir_crds::Dur) -> i64 {
 /// expression and lists source partitions. All problems are returned, each naming its field.
 pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
     let spec = &job.spec;
-    let mut errors = validate_spec(spec);
+    let mut errors = validate_job(job);
     let p = &spec.pipeline;
     let mut sources = vec![];
     for (i, s) in p.sources.iter().enumerate() {
