@@ -11,6 +11,7 @@
 pub mod partitioner;
 pub mod readback;
 pub mod repartition;
+pub mod security;
 pub mod sink;
 pub mod source;
 
@@ -19,6 +20,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use weir_crds::kafka::KafkaSecurity;
 
 /// Properties with this prefix configure Weir, not librdkafka.
 pub const WEIR_PROPERTY_PREFIX: &str = "weir.";
@@ -98,6 +100,8 @@ pub struct Endpoint {
     pub topic: String,
     /// How long to retry at start.
     pub startup_timeout: Duration,
+    /// TLS and SASL (Secret references only; values are read when a client is configured).
+    pub security: Option<KafkaSecurity>,
 }
 
 impl Endpoint {
@@ -107,6 +111,7 @@ impl Endpoint {
         brokers: &str,
         topic: &str,
         properties: &BTreeMap<String, String>,
+        security: Option<&KafkaSecurity>,
     ) -> Result<Self, KafkaError> {
         let startup_timeout =
             match properties.get(STARTUP_TIMEOUT_PROPERTY) {
@@ -124,6 +129,7 @@ impl Endpoint {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             startup_timeout,
+            security: security.cloned(),
         })
     }
 
@@ -138,16 +144,22 @@ impl Endpoint {
     }
 }
 
-/// A librdkafka configuration: `bootstrap.servers`, then the user's properties except Weir's.
-pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+/// A librdkafka configuration: `bootstrap.servers`, the user's properties except Weir's, then
+/// the endpoint's `security` (TLS, SASL; its Secrets read now). The error names the endpoint
+/// and the Secret that could not be read, never a value.
+pub fn client_config(
+    endpoint: &Endpoint,
+    properties: &BTreeMap<String, String>,
+) -> Result<ClientConfig, KafkaError> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
+    c.set("bootstrap.servers", &endpoint.brokers);
     for (k, v) in properties {
         if !k.starts_with(WEIR_PROPERTY_PREFIX) {
             c.set(k, v);
         }
     }
-    c
+    security::apply(&mut c, endpoint.security.as_ref()).map_err(|e| endpoint.client_error(e))?;
+    Ok(c)
 }
 
 /// The backoff before retry `attempt` (1-based): 0.5 s doubling up to 10 s.
@@ -253,8 +265,9 @@ pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
             &spec.brokers,
             &spec.topic,
             &spec.properties,
+            spec.security.as_deref(),
         )?;
-        let consumer: BaseConsumer = client_config(&spec.brokers, &spec.properties)
+        let consumer: BaseConsumer = client_config(&endpoint, &spec.properties)?
             .create()
             .map_err(|e| endpoint.client_error(e))?;
         src.partitions = partition_count(&endpoint, |t| {
@@ -285,14 +298,14 @@ mod tests {
             ("client.id".to_string(), "x".to_string()),
         ]
         .into();
-        let c = client_config("b:1", &props);
+        let e = Endpoint::new("sink 'out'".into(), "b:1", "t", &props, None).unwrap();
+        let c = client_config(&e, &props).unwrap();
         assert_eq!(c.get("client.id"), Some("x"));
         assert_eq!(c.get(STARTUP_TIMEOUT_PROPERTY), None);
-        let e = Endpoint::new("sink 'out'".into(), "b:1", "t", &props).unwrap();
         assert_eq!(e.startup_timeout, Duration::from_millis(1500));
         let bad: BTreeMap<String, String> =
             [(STARTUP_TIMEOUT_PROPERTY.to_string(), "soon".to_string())].into();
-        let err = Endpoint::new("sink 'out'".into(), "b:1", "t", &bad).unwrap_err();
+        let err = Endpoint::new("sink 'out'".into(), "b:1", "t", &bad, None).unwrap_err();
         assert!(err.to_string().contains("weir.startup.timeout.ms"), "{err}");
     }
 
@@ -303,6 +316,7 @@ mod tests {
             brokers: "127.0.0.1:1".into(),
             topic: "orders".into(),
             startup_timeout: Duration::from_millis(1200),
+            security: None,
         };
         let mut calls = 0;
         let err = retry_startup(&e, "connecting", |_| -> Result<(), String> {

@@ -54,8 +54,9 @@ fn ensure_topic(source: &str, spec: &KafkaSourceSpec, wanted: u32) -> Result<u32
         &spec.brokers,
         &spec.topic,
         &spec.properties,
+        spec.security.as_deref(),
     )?;
-    let config = client_config(&spec.brokers, &spec.properties);
+    let config = client_config(&endpoint, &spec.properties)?;
     let consumer: BaseConsumer = config.create().map_err(|e| endpoint.client_error(e))?;
     let exists = consumer
         .fetch_metadata(Some(&spec.topic), Duration::from_secs(5))

@@ -161,6 +161,7 @@ impl KafkaSink {
             &spec.brokers,
             &spec.topic,
             &spec.properties,
+            spec.security.as_deref(),
         )
         .map_err(kafka_err)?;
         let key = match &spec.key {
@@ -170,7 +171,7 @@ impl KafkaSink {
             })?),
             None => None,
         };
-        let mut config = client_config(&spec.brokers, &spec.properties);
+        let mut config = client_config(&endpoint, &spec.properties).map_err(kafka_err)?;
         config.set("enable.idempotence", "true");
         let transactional = spec.exactly_once && spec.transactions;
         if transactional {

@@ -51,9 +51,10 @@ impl KafkaPartitionReader {
             &spec.brokers,
             &spec.topic,
             &spec.properties,
+            spec.security.as_deref(),
         )
         .map_err(err)?;
-        let mut config = client_config(&spec.brokers, &spec.properties);
+        let mut config = client_config(&endpoint, &spec.properties).map_err(err)?;
         // offsets live in checkpoints: never commit them to a group
         config.set("enable.auto.commit", "false");
         config.set("enable.auto.offset.store", "false");

@@ -20,12 +20,9 @@ pub fn topic_name(job: &str, operator: &str, spec: &RepartitionSpec) -> String {
 /// the module documentation). Validation guarantees brokers are known (set, or borrowed from
 /// the first Kafka source).
 pub fn expand(plan: &mut JobPlan) {
-    let default_brokers = plan
-        .pipeline
-        .sources
-        .iter()
-        .find_map(|s| s.kafka.as_ref().map(|k| k.brokers.clone()))
-        .unwrap_or_default();
+    let first_kafka = plan.pipeline.sources.iter().find_map(|s| s.kafka.as_ref());
+    let default_brokers = first_kafka.map(|k| k.brokers.clone()).unwrap_or_default();
+    let default_security = first_kafka.and_then(|k| k.security.clone());
     // the topic interleaves the writers of every upstream task: allow the job's largest
     // out-of-orderness, and release a partition after the job's idle timeout, if any
     let out_of_orderness_ms = plan
@@ -43,6 +40,12 @@ pub fn expand(plan: &mut JobPlan) {
         };
         let name = o.spec.name.clone();
         let brokers = r.brokers.clone().unwrap_or_else(|| default_brokers.clone());
+        // borrowed brokers come with the security they are reached with
+        let security = match (&r.brokers, &r.security) {
+            (_, Some(s)) => Some(s.clone()),
+            (None, None) => default_security.clone(),
+            (Some(_), None) => None,
+        };
         let topic = topic_name(&plan.job, &name, &r);
         let write = format!("{name}{WRITE_SUFFIX}");
         let read = format!("{name}{READ_SUFFIX}");
@@ -74,6 +77,7 @@ pub fn expand(plan: &mut JobPlan) {
                 topic: topic.clone(),
                 start_from: StartFrom::Earliest,
                 properties: r.properties.clone(),
+                security: security.clone(),
             }),
             partitions: 0,
             time_field: Some(TS_FIELD.to_string()),
@@ -91,6 +95,7 @@ pub fn expand(plan: &mut JobPlan) {
                 // the reader drops replays by sequence number; no read-back needed
                 transactions: true,
                 properties: r.properties.clone(),
+                security,
             }),
             ..Default::default()
         });
