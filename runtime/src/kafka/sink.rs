@@ -28,7 +28,7 @@
 
 use super::partitioner::SinkPartitioner;
 use super::readback::{self, ReplayFilter, SinkPositions, WRITER_HEADER};
-use super::{client_config, partition_count, Endpoint};
+use super::{client_config, partition_count, Endpoint, LastClientError};
 use crate::record::Record;
 use crate::sink::{Sink, SinkError};
 use rdkafka::client::ClientContext;
@@ -48,6 +48,8 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// per partition the offset after the last delivered record.
 #[derive(Clone, Default)]
 pub struct DeliveryErrors {
+    /// librdkafka's last client error (why brokers cannot be reached).
+    last: LastClientError,
     first_error: Arc<Mutex<Option<String>>>,
     next_offsets: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
@@ -65,7 +67,16 @@ impl DeliveryErrors {
     }
 }
 
-impl ClientContext for DeliveryErrors {}
+impl ClientContext for DeliveryErrors {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.last.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!("librdkafka: {error}: {reason}");
+        self.last.record(reason);
+    }
+}
 
 impl ProducerContext for DeliveryErrors {
     type DeliveryOpaque = ();
@@ -180,7 +191,7 @@ impl KafkaSink {
         let errors = DeliveryErrors::default();
         let producer = create_producer(&config, errors.clone())
             .map_err(|e| kafka_err(endpoint.client_error(e)))?;
-        let partitions = partition_count(&endpoint, |t| {
+        let partitions = partition_count(&endpoint, &errors.last, |t| {
             producer.client().fetch_metadata(Some(&endpoint.topic), t)
         })
         .map_err(kafka_err)?;
