@@ -146,6 +146,66 @@ fn reads_and_writes_over_tls_with_the_ca_from_a_secret() {
 }
 
 #[test]
+fn mutual_tls_presents_the_client_certificate_and_key_from_secrets() {
+    let broker = TlsBroker::start_with(&[], true);
+    let (cert, key) = broker.ca.client_cert("weir");
+    let mut props_owned = broker.client_props();
+    props_owned.extend([
+        ("ssl.certificate.location", cert.display().to_string()),
+        ("ssl.key.location", key.display().to_string()),
+    ]);
+    let props: Vec<(&str, &str)> = props_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    create_topic_with(&broker.brokers, "mtls-in", 1, &props);
+    create_topic_with(&broker.brokers, "mtls-out", 1, &props);
+    let input = records("mtls-in", 200);
+    produce_with(&broker.brokers, "mtls-in", 1, &input, &props);
+    let dir = tmp();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("kafka-client")).unwrap();
+    std::fs::copy(&cert, secrets.join("kafka-client/tls.crt")).unwrap();
+    std::fs::copy(&key, secrets.join("kafka-client/tls.key")).unwrap();
+    std::fs::create_dir_all(secrets.join("kafka-tls")).unwrap();
+    std::fs::write(secrets.join("kafka-tls/ca.crt"), broker.ca.ca_pem()).unwrap();
+    let security = "{tls: {caSecret: {name: kafka-tls, key: ca.crt}, certSecret: {name: kafka-client, key: tls.crt}, keySecret: {name: kafka-client, key: tls.key}}}";
+    let job = copy_job(
+        dir.path(),
+        &broker.brokers,
+        &[("mtls-in", "mtls-out", "")],
+        security,
+    );
+    let child = start_job(dir.path(), &job, &[("WEIR_SECRETS_DIR", &p(&secrets))]);
+    expect_copied(child, &broker.brokers, "mtls-out", &input, &props);
+
+    // the same job without the client certificate is turned away by the terminator
+    let dir2 = tmp();
+    let job = copy_job(
+        dir2.path(),
+        &broker.brokers,
+        &[("mtls-in", "mtls-out", "")],
+        "{tls: {caSecret: {name: kafka-tls, key: ca.crt}}}",
+    );
+    let out = wait_with_timeout(
+        start_job(dir2.path(), &job, &[("WEIR_SECRETS_DIR", &p(&secrets))]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "expected a failure: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    for part in [
+        "source 'in0'",
+        broker.brokers.as_str(),
+        "'mtls-in'",
+        "last client error",
+    ] {
+        assert!(
+            last.contains(part),
+            "{part:?} missing in the error: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+}
+
+#[test]
 fn a_broker_certificate_from_another_ca_fails_naming_broker_topic_and_cause() {
     let broker = TlsBroker::start(&[]);
     let props_owned = broker.client_props();

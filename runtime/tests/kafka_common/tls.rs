@@ -86,6 +86,43 @@ impl TestCa {
         }
     }
 
+    /// A client certificate for mutual TLS signed by this CA, as (certificate, key) PEM files.
+    pub fn client_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca_file.parent().unwrap().to_path_buf();
+        let (key, csr, cert) = (
+            format!("{name}-client.key"),
+            format!("{name}-client.csr"),
+            format!("{name}-client.pem"),
+        );
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        let mut a = vec!["req", "-nodes"];
+        a.extend(ec);
+        let subj = format!("/CN={name}");
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(&dir, &a);
+        let ca = self.ca_file.display().to_string();
+        let ca_key = ca.replace("-ca.pem", "-ca.key");
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+            ],
+        );
+        (dir.join(cert), dir.join(key))
+    }
+
     /// The CA certificate's PEM text.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(&self.ca_file).unwrap()
@@ -109,6 +146,12 @@ impl TlsBroker {
     /// Starts tansu (with `tansu_args`, e.g. `--authentication`) advertising a stunnel port, and
     /// stunnel terminating TLS there; waits until both accept connections.
     pub fn start(tansu_args: &[&str]) -> TlsBroker {
+        TlsBroker::start_with(tansu_args, false)
+    }
+
+    /// [`TlsBroker::start`]; with `mutual`, stunnel also requires a client certificate signed
+    /// by the CA.
+    pub fn start_with(tansu_args: &[&str], mutual: bool) -> TlsBroker {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new(dir.path(), "broker");
         let tls_port = super::super::common::free_port();
@@ -120,10 +163,15 @@ impl TlsBroker {
         std::fs::write(
             &conf,
             format!(
-                "foreground = yes\npid =\noutput = {log}\ndebug = 5\n\n[kafka]\naccept = {brokers}\nconnect = {plain}\ncert = {cert}\nkey = {key}\n",
+                "foreground = yes\npid =\noutput = {log}\ndebug = 5\n\n[kafka]\naccept = {brokers}\nconnect = {plain}\ncert = {cert}\nkey = {key}\n{verify}",
                 log = log.display(),
                 cert = ca.cert_file.display(),
                 key = ca.key_file.display(),
+                verify = if mutual {
+                    format!("verify = 2\nCAfile = {}\n", ca.ca_file.display())
+                } else {
+                    String::new()
+                },
             ),
         )
         .unwrap();
