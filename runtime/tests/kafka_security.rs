@@ -30,7 +30,8 @@ fn records(topic: &str, n: usize) -> Vec<String> {
 }
 
 /// A job copying Kafka topic `input` to `output`, both reached with `security` (YAML flow
-/// mapping, or empty) and `sink_props`.
+/// mapping, or empty) and `sink_props`. The sinks read their topic's partition count again at
+/// every barrier after 200 ms (over TLS too).
 fn copy_job(
     dir: &std::path::Path,
     brokers: &str,
@@ -49,7 +50,7 @@ fn copy_job(
             "      - {{name: in{i}, kafka: {{brokers: \"{brokers}\", topic: {input}, properties: {{weir.startup.timeout.ms: \"8000\"}}{sec}}}}}\n"
         );
         sinks += &format!(
-            "      - {{name: out{i}, input: in{i}, kafka: {{brokers: \"{brokers}\", topic: {output}, transactions: false, properties: {{weir.startup.timeout.ms: \"8000\"{sink_props}}}{sec}}}}}\n"
+            "      - {{name: out{i}, input: in{i}, kafka: {{brokers: \"{brokers}\", topic: {output}, transactions: false, properties: {{weir.startup.timeout.ms: \"8000\", weir.partitions.refresh.ms: \"200\"{sink_props}}}{sec}}}}}\n"
         );
     }
     let path = dir.join("job.yaml");
