@@ -252,6 +252,89 @@ fn a_broker_certificate_from_another_ca_fails_naming_broker_topic_and_cause() {
 }
 
 #[test]
+fn a_restart_with_a_wrong_ca_fails_and_loses_nothing_already_committed() {
+    let broker = TlsBroker::start(&[]);
+    let mut props_owned = broker.client_props();
+    // one record per batch: tansu cannot fetch from inside a batch (see runtime/README.md)
+    props_owned.push(("batch.num.messages", "1".to_string()));
+    let props: Vec<(&str, &str)> = props_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    create_topic_with(&broker.brokers, "orders", 2, &props);
+    let half = 3000;
+    let all: Vec<String> = records("orders", 2 * half);
+    produce_with(&broker.brokers, "orders", 2, &all[..half], &props);
+
+    let dir = tmp();
+    let secrets = dir.path().join("secrets");
+    let ca_path = secrets.join("kafka-tls/ca.crt");
+    std::fs::create_dir_all(ca_path.parent().unwrap()).unwrap();
+    std::fs::write(&ca_path, broker.ca.ca_pem()).unwrap();
+    // the runs below inherit it (each test runs in its own process)
+    std::env::set_var("WEIR_SECRETS_DIR", p(&secrets));
+    let ckpt = dir.path().join("ckpt");
+    let out = dir.path().join("out");
+    let job = dir.path().join("job.yaml");
+    write(
+        &job,
+        &format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: {{name: tlsrestart}}
+spec:
+  image: weir-runtime:dev
+  checkpoint: {{interval: 200ms, retain: 10, storage: "file://{ckpt}"}}
+  pipeline:
+    sources:
+      - name: orders
+        kafka:
+          brokers: "{brokers}"
+          topic: orders
+          properties: {{weir.startup.timeout.ms: "5000"}}
+          security: {{tls: {{caSecret: {{name: kafka-tls, key: ca.crt}}}}}}
+    sinks:
+      - {{name: out, input: orders, file: {{path: "{out}"}}}}
+"#,
+            ckpt = p(&ckpt),
+            out = p(&out),
+            brokers = broker.brokers,
+        ),
+    );
+    let state = dir.path().join("state");
+    let args = ["run", "-f", &p(&job), "--state-dir", &p(&state), "-q"];
+    let root = job_root(&ckpt, "tlsrestart");
+    kill_after_checkpoints(&args, &[], &root, 3);
+    let committed = committed_lines(&out).len();
+    let checkpoints = completed_checkpoints(&root);
+    assert!(committed > 0, "the first run committed nothing");
+
+    // the CA Secret is replaced by a wrong one: the restart fails at start, naming the cause
+    let other = TestCa::new(dir.path(), "other");
+    std::fs::write(&ca_path, other.ca_pem()).unwrap();
+    let failed = wait_with_timeout(spawn(&args, &[]), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&failed.stderr).to_string();
+    assert!(!failed.status.success(), "expected a failure: {stderr}");
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    assert_eq!(committed_lines(&out).len(), committed, "output changed");
+    assert_eq!(
+        completed_checkpoints(&root),
+        checkpoints,
+        "checkpoints changed"
+    );
+
+    // fixed again, with more input meanwhile: every record exactly once
+    std::fs::write(&ca_path, broker.ca.ca_pem()).unwrap();
+    produce_with(&broker.brokers, "orders", 2, &all[half..], &props);
+    restart_until_committed(&args, &out, &root, 2 * half);
+    let got: Vec<String> = committed_lines(&out);
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(
+        (got.len(), distinct.len()),
+        (2 * half, 2 * half),
+        "each record exactly once"
+    );
+}
+
+#[test]
 fn a_secret_that_is_not_passed_is_named_with_its_variable() {
     let dir = tmp();
     let job = copy_job(
