@@ -46,6 +46,8 @@ struct SourceContext {
     end: Arc<AtomicI64>,
     /// librdkafka's last client error.
     last: LastClientError,
+    /// When a failed offset commit was last logged (at most once a minute).
+    commit_failure_logged: std::sync::Mutex<Option<Instant>>,
 }
 
 impl ClientContext for SourceContext {
@@ -91,14 +93,30 @@ impl ConsumerContext for SourceContext {
                 self.topic
             ),
             // the checkpoint holds the offsets; a failed commit only delays what tools show
-            Err(e) => tracing::warn!(
-                "{}: committing the checkpoint's offset of partition {} of topic '{}' to the consumer group on brokers '{}' failed (the checkpoint is unaffected; the next one commits again): {e}",
+            Err(e) if self.commit_failure_due() => tracing::warn!(
+                "{}: committing the checkpoint's offset of partition {} of topic '{}' to the consumer group on brokers '{}' failed (the checkpoint is unaffected; every checkpoint commits again; logged once a minute): {e}",
                 self.owner,
                 self.partition,
                 self.topic,
                 self.brokers
             ),
+            Err(_) => {}
         }
+    }
+}
+
+impl SourceContext {
+    /// Whether a failed commit should be logged now (once a minute: a group the credentials
+    /// may not commit to fails at every checkpoint).
+    fn commit_failure_due(&self) -> bool {
+        let Ok(mut last) = self.commit_failure_logged.lock() else {
+            return true;
+        };
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
     }
 }
 
@@ -169,6 +187,7 @@ impl KafkaPartitionReader {
             partition,
             end: end.clone(),
             last: LastClientError::default(),
+            commit_failure_logged: std::sync::Mutex::new(None),
         };
         let last = context.last.clone();
         let consumer: BaseConsumer<SourceContext> = config
