@@ -6,6 +6,7 @@
 //! `parse.deadLetter`), and a source's malformed records are `<source>.deadLetter`.
 
 use crate::duration::Dur;
+pub use crate::kafka::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,6 +51,9 @@ pub struct ExchangeSpec {
     /// Extra librdkafka properties for the topics' producers and consumers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL for `brokers`; unset with unset brokers uses the first Kafka source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Box<KafkaSecurity>>,
 }
 
 // ---------------------------------------------------------------- sources
@@ -116,9 +120,12 @@ pub struct KafkaSourceSpec {
     /// Start position when no checkpoint holds offsets.
     #[serde(default)]
     pub start_from: StartFrom,
-    /// Extra librdkafka consumer properties.
+    /// Extra librdkafka consumer properties (no secrets: those go in `security`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL, with credentials and certificates from Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Box<KafkaSecurity>>,
 }
 
 /// JSON-lines files to read.
@@ -739,6 +746,9 @@ pub struct RepartitionSpec {
     /// Extra librdkafka properties for the topic's producer and consumer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL; unset with `brokers` unset borrows the first Kafka source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Box<KafkaSecurity>>,
 }
 
 // ---------------------------------------------------------------- sinks
@@ -798,9 +808,12 @@ pub struct KafkaSinkSpec {
     /// at-least-once.
     #[serde(default = "default_true")]
     pub transactions: bool,
-    /// Extra librdkafka producer properties.
+    /// Extra librdkafka producer properties, e.g. `compression.type` (`zstd`, `lz4`, `snappy`, `gzip`); no secrets: those go in `security`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL, with credentials and certificates from Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Box<KafkaSecurity>>,
 }
 
 fn default_true() -> bool {

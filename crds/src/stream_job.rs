@@ -490,6 +490,9 @@ pub struct JobHealth {
     /// Max event-time lag, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_lag_ms: Option<f64>,
+    /// Max Kafka consumer lag over the job's Kafka partitions: records between a task's position and the partition's end (unset without Kafka sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_lag: Option<i64>,
     /// Min watermark over tasks, epoch ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_ms: Option<i64>,

@@ -1,5 +1,6 @@
 //! Pure validation of a StreamJob spec: graph shape, expressions and settings, each error naming its field.
 
+use crate::kafka::{property_problems, KafkaSecurity};
 use crate::pipeline::{
     lookup_redis_url_env, redact_url, AggregateOp, AggregateSpec, LookupStoreSpec, OperatorKind,
     OperatorSpec, Pipeline, WindowType, OPERATOR_KINDS,
@@ -293,6 +294,7 @@ impl Validator {
                 if k.topic.trim().is_empty() {
                     self.err(format!("{f}.kafka.topic"), "must not be empty");
                 }
+                self.kafka_security(&format!("{f}.kafka"), &k.properties, k.security.as_deref());
             }
             if let Some(g) = &s.generator {
                 if g.partitions == 0 {
@@ -370,6 +372,7 @@ impl Validator {
                 if let Some(key) = &k.key {
                     self.cel(format!("{f}.kafka.key"), key);
                 }
+                self.kafka_security(&format!("{f}.kafka"), &k.properties, k.security.as_deref());
             }
         }
 
@@ -382,6 +385,11 @@ impl Validator {
         let has_kafka = p.sources.iter().any(|s| s.kafka.is_some());
         for (i, o) in p.operators.iter().enumerate() {
             if let Some(r) = &o.repartition {
+                self.kafka_security(
+                    &format!("spec.pipeline.operators[{i}].repartition"),
+                    &r.properties,
+                    r.security.as_deref(),
+                );
                 if r.brokers.is_none() && !has_kafka {
                     self.err(
                         format!("spec.pipeline.operators[{i}].repartition.brokers"),
@@ -601,6 +609,24 @@ impl Validator {
             OperatorKind::Repartition(r) => self.cel(format!("{f}.repartition.key"), &r.key),
         }
         let _ = o;
+    }
+
+    /// A Kafka connection's `security` and `properties`: secrets only by reference, each
+    /// setting in one place. Messages name fields, never values.
+    fn kafka_security(
+        &mut self,
+        f: &str,
+        properties: &BTreeMap<String, String>,
+        security: Option<&KafkaSecurity>,
+    ) {
+        for (field, message) in property_problems(properties, security) {
+            self.err(format!("{f}.{field}"), message);
+        }
+        if let Some(s) = security {
+            for (field, message) in s.problems() {
+                self.err(format!("{f}.security.{field}"), message);
+            }
+        }
     }
 
     /// Exactly one of `redis` and `redisUrlSecret`; messages never show a URL's password.

@@ -22,6 +22,8 @@
 //! | `weir_task_last_checkpoint_id` | gauge | id of the last completed checkpoint |
 //! | `weir_task_last_checkpoint_completed_timestamp_seconds` | gauge | when it completed, epoch s |
 //! | `weir_task_restarts_total` | counter | task starts that restored from a checkpoint |
+//! | `weir_task_kafka_lag_records` | gauge | the largest lag of the task's Kafka partitions, records |
+//! | `weir_source_kafka_lag_records` | gauge | per Kafka partition read (labels `source`, `partition` too): records between the task's position and the partition's end (last stable offset) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +41,19 @@ pub struct TaskLabels {
     pub job: String,
     /// Task index.
     pub task: String,
+}
+
+/// The labels of a source partition's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourcePartitionLabels {
+    /// Job name.
+    pub job: String,
+    /// Task index.
+    pub task: String,
+    /// Source name.
+    pub source: String,
+    /// Partition.
+    pub partition: String,
 }
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -67,6 +82,8 @@ pub struct Metrics {
     ckpt_last_id: Family<TaskLabels, Gauge>,
     ckpt_last_ts: Family<TaskLabels, FGauge>,
     restarts: Family<TaskLabels, Counter>,
+    kafka_lag: Family<TaskLabels, Gauge>,
+    source_lag: Family<SourcePartitionLabels, Gauge>,
 }
 
 /// One task's metric handles (cheap clones of shared atomics).
@@ -106,6 +123,32 @@ pub struct TaskMetrics {
     pub ckpt_last_ts: FGauge,
     /// Restores.
     pub restarts: Counter,
+    kafka_lag: Family<TaskLabels, Gauge>,
+    source_lag: Family<SourcePartitionLabels, Gauge>,
+    labels: TaskLabels,
+}
+
+impl TaskMetrics {
+    /// Sets the largest lag of the task's Kafka partitions (records). The series exists only
+    /// once set, so jobs without Kafka sources have none.
+    pub fn set_kafka_lag(&self, lag: u64) {
+        self.kafka_lag
+            .get_or_create(&self.labels)
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the lag (records) of partition `partition` of source `source`.
+    pub fn set_source_lag(&self, source: &str, partition: u32, lag: u64) {
+        let l = SourcePartitionLabels {
+            job: self.labels.job.clone(),
+            task: self.labels.task.clone(),
+            source: source.to_string(),
+            partition: partition.to_string(),
+        };
+        self.source_lag
+            .get_or_create(&l)
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
 }
 
 impl Default for Metrics {
@@ -137,6 +180,8 @@ impl Metrics {
             ckpt_last_id: Family::default(),
             ckpt_last_ts: Family::default(),
             restarts: Family::default(),
+            kafka_lag: Family::default(),
+            source_lag: Family::default(),
         };
         registry.register(
             "weir_task_records_in",
@@ -223,6 +268,16 @@ impl Metrics {
             "Task starts that restored from a checkpoint",
             m.restarts.clone(),
         );
+        registry.register(
+            "weir_task_kafka_lag_records",
+            "Largest lag of the task's Kafka partitions, records",
+            m.kafka_lag.clone(),
+        );
+        registry.register(
+            "weir_source_kafka_lag_records",
+            "Records between the task's position in a Kafka partition and the partition's end",
+            m.source_lag.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -250,6 +305,9 @@ impl Metrics {
             ckpt_last_id: self.ckpt_last_id.get_or_create(&l).clone(),
             ckpt_last_ts: self.ckpt_last_ts.get_or_create(&l).clone(),
             restarts: self.restarts.get_or_create(&l).clone(),
+            kafka_lag: self.kafka_lag.clone(),
+            source_lag: self.source_lag.clone(),
+            labels: l,
         }
     }
 

@@ -61,6 +61,7 @@ fn spec(brokers: &str, key: Option<&str>) -> KafkaSinkSpec {
         exactly_once: true,
         transactions: true,
         properties: BTreeMap::new(),
+        security: None,
     }
 }
 

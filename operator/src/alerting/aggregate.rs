@@ -8,6 +8,7 @@
 //! | latencyP99Ms | max over tasks of the p99 of `weir_task_latency_seconds` (buckets added between the scrapes, else all) |
 //! | recordsIn/OutPerSecond | sum over tasks of the rate of `weir_task_records_{in,out}_total` |
 //! | eventTimeLagMs | max over tasks of `weir_task_event_time_lag_ms` |
+//! | kafkaLag | max over tasks of `weir_task_kafka_lag_records` (unset when no task has one) |
 //! | watermarkMs | min over tasks of `weir_task_watermark_ms` (tasks without a watermark yet are ignored) |
 //! | checkpointTotalFailures | max over tasks of `weir_task_checkpoint_failures_total` |
 //! | checkpointConsecutiveFailures | failures since the job's last completed checkpoint (see [`HealthMemory`]) |
@@ -94,8 +95,9 @@ const COUNTERS: [&str; 7] = [
     "weir_task_checkpoint_failures_total",
     "weir_task_restarts_total",
 ];
-const GAUGES: [&str; 6] = [
+const GAUGES: [&str; 7] = [
     "weir_task_event_time_lag_ms",
+    "weir_task_kafka_lag_records",
     "weir_task_watermark_ms",
     "weir_task_checkpoint_duration_ms",
     "weir_task_checkpoint_size_bytes",
@@ -358,6 +360,12 @@ pub fn aggregate(
             if let Some(lag) = lag {
                 health.event_time_lag_ms = max_opt(health.event_time_lag_ms, lag);
             }
+            if let Some(l) = task.gauges.get("weir_task_kafka_lag_records") {
+                if l.is_finite() && *l >= 0.0 {
+                    let l = *l as i64;
+                    health.kafka_lag = Some(health.kafka_lag.map_or(l, |m| m.max(l)));
+                }
+            }
             if let Some(w) = task.gauges.get("weir_task_watermark_ms") {
                 if w.is_finite() && *w > 0.0 {
                     let w = *w as i64;
@@ -543,6 +551,38 @@ mod tests {
         assert_eq!(h.checkpoint_duration_ms, Some(250.0));
         assert_eq!(h.restarts_in_window, 2);
         assert!(h.skipped.is_empty());
+    }
+
+    #[test]
+    fn kafka_lag_is_the_largest_task_lag_and_unset_without_kafka() {
+        let mut mem = HealthMemory::default();
+        let done = 1_700_000_000_000i64;
+        let with_lag = |task: u32, lag: u64| {
+            format!(
+                "{}weir_task_kafka_lag_records{{job=\"ads\",task=\"{task}\"}} {lag}\n\
+                 weir_source_kafka_lag_records{{job=\"ads\",task=\"{task}\",source=\"in\",partition=\"{task}\"}} {lag}\n",
+                task_text(task, 0, 0, 0, [0, 0, 0, 0], 0, done, 0)
+            )
+        };
+        let scrape = JobScrape {
+            job: "ads".into(),
+            at: at(0),
+            pods: vec![
+                pod("ads-0", 0, with_lag(0, 40)),
+                pod("ads-1", 0, with_lag(1, 1200)),
+            ],
+        };
+        assert_eq!(aggregate(None, &scrape, &mut mem).kafka_lag, Some(1200));
+        let plain = JobScrape {
+            job: "ads".into(),
+            at: at(0),
+            pods: vec![pod(
+                "ads-0",
+                0,
+                task_text(0, 0, 0, 0, [0, 0, 0, 0], 0, done, 0),
+            )],
+        };
+        assert_eq!(aggregate(None, &plain, &mut mem).kafka_lag, None);
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct JobMemory {
     /// Event-time lag samples.
     #[serde(default)]
     pub lag: LagTrend,
+    /// Kafka consumer lag samples (records).
+    #[serde(default)]
+    pub kafka_lag: LagTrend,
 }
 
 /// Everything the engine remembers; save it after each tick, load it at start.

@@ -1,7 +1,7 @@
 //! From Kubernetes objects to the engine's inputs: one call per job per health scrape
 //! ([`evaluate_job`]) runs lag trend, rules and the engine on a `StreamJob`.
 
-use crate::alerting::engine::{AlertEngine, JobTick};
+use crate::alerting::engine::{AlertEngine, JobMemory, JobTick};
 use crate::alerting::routing::{JobRouting, Subscription};
 use crate::alerting::rules::{severity_str, JobFacts, RuleSet};
 use chrono::{DateTime, Utc};
@@ -107,6 +107,22 @@ pub fn alerting_condition(active: &[ActiveAlert]) -> Condition {
     Condition::new("Alerting", true, "AlertsFiring", list.join(", "))
 }
 
+/// Whether the job falls behind its input: the trend of its Kafka consumer lag when it reads
+/// Kafka (records waiting, which old event times in the data do not inflate), else of its
+/// event-time lag. Both trends are fed on every evaluation.
+fn lag_growing(memory: &mut JobMemory, health: Option<&JobHealth>, now_ms: i64) -> bool {
+    let event_time = memory
+        .lag
+        .observe(now_ms, health.and_then(|h| h.event_time_lag_ms));
+    let kafka_lag = health.and_then(|h| h.kafka_lag).map(|l| l as f64);
+    let kafka = memory.kafka_lag.observe(now_ms, kafka_lag);
+    if kafka_lag.is_some() {
+        kafka
+    } else {
+        event_time
+    }
+}
+
 /// One evaluation of one job: updates its lag trend, evaluates the rules on `health`, advances
 /// its alerts and queues notifications. Returns `status.activeAlerts`.
 pub fn evaluate_job(
@@ -118,11 +134,11 @@ pub fn evaluate_job(
     now: DateTime<Utc>,
 ) -> Vec<ActiveAlert> {
     let routing = job_routing(job);
-    let lag = health.as_ref().and_then(|h| h.event_time_lag_ms);
-    let lag_growing = engine
-        .job_memory(&routing.namespace, &routing.name)
-        .lag
-        .observe(now.timestamp_millis(), lag);
+    let lag_growing = lag_growing(
+        engine.job_memory(&routing.namespace, &routing.name),
+        health.as_ref(),
+        now.timestamp_millis(),
+    );
     let facts = job_facts(job, health, lag_growing, now);
     let results = rules.evaluate(&facts);
     for r in results.iter().filter(|r| r.error.is_some()) {
@@ -324,6 +340,37 @@ spec:
             }
         }
         assert!(!deploy_failed(&j));
+    }
+
+    #[test]
+    fn kafka_lag_decides_whether_lag_grows_when_the_job_reads_kafka() {
+        let health = |event_ms: f64, kafka: Option<i64>| JobHealth {
+            event_time_lag_ms: Some(event_ms),
+            kafka_lag: kafka,
+            ..Default::default()
+        };
+        // old event times: event-time lag grows with the wall clock, but nothing waits in Kafka
+        let mut m = JobMemory::default();
+        let mut grew = false;
+        for i in 0..6 {
+            let h = health(1e9 + 30_000.0 * i as f64, Some(10));
+            grew = lag_growing(&mut m, Some(&h), 30_000 * i);
+        }
+        assert!(!grew, "kafka lag is flat");
+        // records pile up in Kafka
+        let mut m = JobMemory::default();
+        for i in 0..6 {
+            let h = health(1000.0, Some(100 + 1000 * i));
+            grew = lag_growing(&mut m, Some(&h), 30_000 * i);
+        }
+        assert!(grew, "kafka lag grows");
+        // without Kafka, the event-time trend decides
+        let mut m = JobMemory::default();
+        for i in 0..6 {
+            let h = health(1000.0 + 30_000.0 * i as f64, None);
+            grew = lag_growing(&mut m, Some(&h), 30_000 * i);
+        }
+        assert!(grew, "event-time lag grows");
     }
 
     #[test]

@@ -646,6 +646,7 @@ fn health_value(job: &JobFacts) -> Value {
             opt(h.last_checkpoint_age_seconds),
         ),
         ("checkpointDurationMs", opt(h.checkpoint_duration_ms)),
+        ("kafkaLag", opt(h.kafka_lag.map(|l| l as f64))),
         (
             "restartsInWindow",
             Value::Float(h.restarts_in_window as f64),

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
+use weir_crds::kafka::secret_env;
 use weir_crds::pipeline::lookup_redis_url_env;
 use weir_crds::stream_job::DesiredState;
 use weir_crds::StreamJob;
@@ -205,7 +206,8 @@ fn env(job: &StreamJob, id: &JobIdentity) -> Vec<EnvVar> {
             }),
         },
     ];
-    let lookups = lookup_url_env(job);
+    let mut lookups = lookup_url_env(job);
+    lookups.extend(kafka_secret_env(job));
     env.extend(
         job.spec
             .pod_template
@@ -244,6 +246,45 @@ fn lookup_url_env(job: &StreamJob) -> Vec<EnvVar> {
             })
         })
         .collect()
+}
+
+/// Every Secret key a Kafka source, sink or repartition's `security` references, once each,
+/// as `WEIR_SECRET_<NAME>_<KEY>` (`weir_crds::kafka::secret_env`) from the Secret: passwords,
+/// keys and certificates never appear in the job's ConfigMap or the StatefulSet.
+fn kafka_secret_env(job: &StreamJob) -> Vec<EnvVar> {
+    let p = &job.spec.pipeline;
+    let securities = p
+        .sources
+        .iter()
+        .filter_map(|s| s.kafka.as_ref()?.security.as_deref())
+        .chain(
+            p.sinks
+                .iter()
+                .filter_map(|s| s.kafka.as_ref()?.security.as_deref()),
+        )
+        .chain(
+            p.operators
+                .iter()
+                .filter_map(|o| o.repartition.as_ref()?.security.as_deref()),
+        );
+    let mut by_env: BTreeMap<String, EnvVar> = BTreeMap::new();
+    for security in securities {
+        for (_, r) in security.secret_refs() {
+            by_env.entry(secret_env(r)).or_insert_with(|| EnvVar {
+                name: secret_env(r),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            });
+        }
+    }
+    by_env.into_values().collect()
 }
 
 /// The `s3://` credentials Secret (`checkpoint.credentialsSecret`) as environment variables
@@ -467,5 +508,51 @@ mod tests {
             .iter()
             .flatten()
             .any(|e| e.name.starts_with("WEIR_LOOKUP_")));
+    }
+
+    #[test]
+    fn kafka_security_secrets_become_secret_key_ref_env_vars_once_each() {
+        let mut job = fixtures::job("job.yaml");
+        let security = r#"{"tls": {"caSecret": {"name": "kafka-tls", "key": "ca.crt"}},
+            "sasl": {"mechanism": "SCRAM-SHA-512", "username": "weir",
+                     "passwordSecret": {"name": "kafka-creds", "key": "password"}}}"#;
+        let source: weir_crds::pipeline::SourceSpec = serde_json::from_str(&format!(
+            r#"{{"name": "orders", "kafka": {{"brokers": "k:9093", "topic": "orders",
+                "security": {security}}}}}"#
+        ))
+        .expect("source");
+        let sink: weir_crds::pipeline::SinkSpec = serde_json::from_str(&format!(
+            r#"{{"name": "out", "input": "orders", "kafka": {{"brokers": "k:9093",
+                "topic": "out", "security": {security}}}}}"#
+        ))
+        .expect("sink");
+        job.spec.pipeline.sources.push(source);
+        job.spec.pipeline.sinks.push(sink);
+        let (_, pod, _) = built(&job);
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let secret_vars: Vec<(&str, &str, &str)> = env
+            .iter()
+            .filter(|e| e.name.starts_with("WEIR_SECRET_"))
+            .map(|e| {
+                assert_eq!(e.value, None, "{e:?}");
+                let r = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .expect("secretKeyRef");
+                (e.name.as_str(), r.name.as_str(), r.key.as_str())
+            })
+            .collect();
+        assert_eq!(
+            secret_vars,
+            [
+                (
+                    "WEIR_SECRET_KAFKA_CREDS_PASSWORD",
+                    "kafka-creds",
+                    "password"
+                ),
+                ("WEIR_SECRET_KAFKA_TLS_CA_CRT", "kafka-tls", "ca.crt"),
+            ]
+        );
     }
 }

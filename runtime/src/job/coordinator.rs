@@ -863,6 +863,9 @@ mod tests {
             c.check_shutdown(t0 + S),
             ShutdownCheck::Done { .. }
         ));
+    }
+
+    #[test]
     fn a_paused_pod_exits_on_sigterm_without_waiting_for_a_tick_checkpoint() {
         // Two pods took a final checkpoint together (a suspend) and paused; ticks go on.
         let t0 = Instant::now();

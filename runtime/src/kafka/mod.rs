@@ -2,23 +2,30 @@
 //! transactional (committed on checkpoint completion) or idempotent, and the Java-compatible
 //! partitioner, on librdkafka (`rdkafka`).
 //!
-//! Connection problems at start (unreachable brokers, a missing topic) are retried with
-//! exponential backoff, each attempt logged with the source or sink, the brokers and the
-//! topic; after `weir.startup.timeout.ms` (a Weir property in `properties`, default 120000)
-//! the job fails with that message. Nothing is lost by failing: offsets only move with
-//! checkpoints.
+//! Connection problems at start (unreachable brokers, a TLS handshake or SASL authentication
+//! failure, a missing or forbidden topic) are retried with exponential backoff, each attempt
+//! logged with the source or sink, the brokers, the topic and the cause (librdkafka's last
+//! client error, e.g. `SSL handshake failed: ... certificate verify failed`, when the request's
+//! own error is only "broker transport failure"); after `weir.startup.timeout.ms` (a Weir
+//! property in `properties`, default 45000) the job fails with that message. Nothing is lost
+//! by failing: offsets only move with checkpoints.
 
 pub mod partitioner;
 pub mod readback;
 pub mod repartition;
+pub mod security;
 pub mod sink;
 pub mod source;
 
 use crate::plan::{JobPlan, SourceKind};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_crds::kafka::KafkaSecurity;
 
 /// Properties with this prefix configure Weir, not librdkafka.
 pub const WEIR_PROPERTY_PREFIX: &str = "weir.";
@@ -26,7 +33,74 @@ pub const WEIR_PROPERTY_PREFIX: &str = "weir.";
 /// How long to retry reaching the brokers and the topic at start (ms).
 pub const STARTUP_TIMEOUT_PROPERTY: &str = "weir.startup.timeout.ms";
 
-const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// librdkafka's last client-level error (`ClientContext::error`): why brokers cannot be
+/// reached (TLS handshake, SASL authentication, connection refused), which the failed
+/// request's own error ("all brokers down") does not say.
+#[derive(Clone, Debug, Default)]
+pub struct LastClientError(Arc<Mutex<Option<String>>>);
+
+impl LastClientError {
+    /// Keeps `reason` as the last error.
+    pub fn record(&self, reason: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(reason.to_string());
+        }
+    }
+
+    /// Logs a librdkafka log line as the default context does, and keeps it when it reports a
+    /// failure (error level and above: a failed connection, TLS handshake or authentication).
+    pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                self.record(message);
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+        }
+    }
+
+    /// `error`, followed by the last client error when there is one.
+    pub fn explain(&self, error: impl std::fmt::Display) -> String {
+        match self.0.lock().ok().and_then(|g| g.clone()) {
+            Some(reason) => format!("{error}; last client error: {reason}"),
+            None => error.to_string(),
+        }
+    }
+}
+
+/// A client context that keeps librdkafka's last error (logged at debug level; the retries
+/// and failures that follow name it).
+#[derive(Clone, Default)]
+pub struct ErrorContext {
+    /// The last error.
+    pub last: LastClientError,
+}
+
+impl ClientContext for ErrorContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.last.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!("librdkafka: {error}: {reason}");
+        self.last.record(reason);
+    }
+}
+
+impl ConsumerContext for ErrorContext {}
 
 /// A Kafka client problem, naming the source or sink, the brokers and the topic.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +172,8 @@ pub struct Endpoint {
     pub topic: String,
     /// How long to retry at start.
     pub startup_timeout: Duration,
+    /// TLS and SASL (Secret references only; values are read when a client is configured).
+    pub security: Option<KafkaSecurity>,
 }
 
 impl Endpoint {
@@ -107,6 +183,7 @@ impl Endpoint {
         brokers: &str,
         topic: &str,
         properties: &BTreeMap<String, String>,
+        security: Option<&KafkaSecurity>,
     ) -> Result<Self, KafkaError> {
         let startup_timeout =
             match properties.get(STARTUP_TIMEOUT_PROPERTY) {
@@ -124,6 +201,7 @@ impl Endpoint {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             startup_timeout,
+            security: security.cloned(),
         })
     }
 
@@ -138,16 +216,33 @@ impl Endpoint {
     }
 }
 
-/// A librdkafka configuration: `bootstrap.servers`, then the user's properties except Weir's.
-pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+/// A librdkafka configuration: `bootstrap.servers`, the user's properties except Weir's, then
+/// the endpoint's `security` (TLS, SASL; its Secrets read now). The error names the endpoint
+/// and the Secret that could not be read, never a value.
+pub fn client_config(
+    endpoint: &Endpoint,
+    properties: &BTreeMap<String, String>,
+) -> Result<ClientConfig, KafkaError> {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
+    c.set("bootstrap.servers", &endpoint.brokers);
     for (k, v) in properties {
         if !k.starts_with(WEIR_PROPERTY_PREFIX) {
             c.set(k, v);
         }
     }
-    c
+    security::apply(&mut c, endpoint.security.as_ref()).map_err(|e| endpoint.client_error(e))?;
+    Ok(c)
+}
+
+/// Serves a consumer's queued events (librdkafka's log lines and errors are queued, not
+/// delivered, until the client is polled), so that its context sees why a request failed.
+pub fn serve_events<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    // an error event ends a poll early; a few rounds drain what is queued
+    for _ in 0..16 {
+        if consumer.poll(Duration::from_millis(5)).is_none() {
+            break;
+        }
+    }
 }
 
 /// The backoff before retry `attempt` (1-based): 0.5 s doubling up to 10 s.
@@ -200,13 +295,18 @@ pub fn retry_startup<T>(
 }
 
 /// Reads the partition count of `endpoint.topic` through `fetch` (a client's
-/// `fetch_metadata`), retrying at start; a missing topic is an error like an unreachable broker.
-pub fn partition_count<F>(endpoint: &Endpoint, mut fetch: F) -> Result<u32, KafkaError>
+/// `fetch_metadata`), retrying at start; a missing topic is an error like an unreachable
+/// broker. Failures are explained with `last` (the client's last error).
+pub fn partition_count<F>(
+    endpoint: &Endpoint,
+    last: &LastClientError,
+    mut fetch: F,
+) -> Result<u32, KafkaError>
 where
     F: FnMut(Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>,
 {
     retry_startup(endpoint, "reading topic metadata", |timeout| {
-        let md = fetch(timeout).map_err(|e| e.to_string())?;
+        let md = fetch(timeout).map_err(|e| last.explain(e))?;
         let t = md
             .topics()
             .iter()
@@ -218,11 +318,7 @@ where
                 )
             })?;
         if let Some(err) = t.error() {
-            return Err(format!(
-                "topic '{}': {:?} (does the topic exist?)",
-                endpoint.topic,
-                rdkafka::error::RDKafkaErrorCode::from(err)
-            ));
+            return Err(topic_error(&endpoint.topic, err.into()));
         }
         match u32::try_from(t.partitions().len()) {
             Ok(0) | Err(_) => Err(format!(
@@ -234,14 +330,34 @@ where
     })
 }
 
+/// What a topic's metadata error means for the user.
+fn topic_error(topic: &str, code: RDKafkaErrorCode) -> String {
+    let hint = match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed => {
+            "the credentials are not allowed to use the topic (check the broker's ACLs for this user)"
+        }
+        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+            "does the topic exist?"
+        }
+        _ => "does the topic exist?",
+    };
+    format!("topic '{topic}': {code:?} ({code}; {hint})")
+}
+
 /// Resolves the partition count of every Kafka source of `plan` from the brokers (retrying
 /// at start), creates missing repartition topics, and sets the task count to the largest
-/// source partition count.
+/// source partition count. A Kafka source without `group.id` gets
+/// `weir-<namespace>-<job>-<source>`, the consumer group its offsets are committed to.
 pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
+    let group_prefix = format!("weir-{}-{}", plan.namespace, plan.job);
     for src in plan.sources.iter_mut() {
-        let SourceKind::Kafka(spec) = &src.kind else {
+        let SourceKind::Kafka(spec) = &mut src.kind else {
             continue;
         };
+        // the consumer group completed checkpoints' offsets are committed to
+        spec.properties
+            .entry("group.id".to_string())
+            .or_insert_with(|| format!("{group_prefix}-{}", src.name));
         if src
             .name
             .ends_with(crate::operator::repartition::READ_SUFFIX)
@@ -253,12 +369,17 @@ pub fn resolve_partitions(plan: &mut JobPlan) -> Result<(), KafkaError> {
             &spec.brokers,
             &spec.topic,
             &spec.properties,
+            spec.security.as_deref(),
         )?;
-        let consumer: BaseConsumer = client_config(&spec.brokers, &spec.properties)
-            .create()
+        let context = ErrorContext::default();
+        let last = context.last.clone();
+        let consumer: BaseConsumer<ErrorContext> = client_config(&endpoint, &spec.properties)?
+            .create_with_context(context)
             .map_err(|e| endpoint.client_error(e))?;
-        src.partitions = partition_count(&endpoint, |t| {
-            consumer.fetch_metadata(Some(&endpoint.topic), t)
+        src.partitions = partition_count(&endpoint, &last, |t| {
+            let md = consumer.fetch_metadata(Some(&endpoint.topic), t);
+            serve_events(&consumer);
+            md
         })?;
     }
     repartition::ensure_topics(plan)?;
@@ -285,15 +406,39 @@ mod tests {
             ("client.id".to_string(), "x".to_string()),
         ]
         .into();
-        let c = client_config("b:1", &props);
+        let e = Endpoint::new("sink 'out'".into(), "b:1", "t", &props, None).unwrap();
+        let c = client_config(&e, &props).unwrap();
         assert_eq!(c.get("client.id"), Some("x"));
         assert_eq!(c.get(STARTUP_TIMEOUT_PROPERTY), None);
-        let e = Endpoint::new("sink 'out'".into(), "b:1", "t", &props).unwrap();
         assert_eq!(e.startup_timeout, Duration::from_millis(1500));
         let bad: BTreeMap<String, String> =
             [(STARTUP_TIMEOUT_PROPERTY.to_string(), "soon".to_string())].into();
-        let err = Endpoint::new("sink 'out'".into(), "b:1", "t", &bad).unwrap_err();
+        let err = Endpoint::new("sink 'out'".into(), "b:1", "t", &bad, None).unwrap_err();
         assert!(err.to_string().contains("weir.startup.timeout.ms"), "{err}");
+    }
+
+    #[test]
+    fn topic_errors_say_what_to_check() {
+        let denied = topic_error("orders", RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(
+            denied.contains("'orders'") && denied.contains("ACLs"),
+            "{denied}"
+        );
+        let missing = topic_error("orders", RDKafkaErrorCode::UnknownTopicOrPartition);
+        assert!(missing.contains("exist"), "{missing}");
+    }
+
+    #[test]
+    fn the_last_client_error_explains_a_failed_request() {
+        let last = LastClientError::default();
+        assert_eq!(last.explain("all brokers down"), "all brokers down");
+        last.record("ssl://b:9093/bootstrap: SSL handshake failed: certificate verify failed");
+        let m = last.explain("all brokers down");
+        assert!(
+            m.starts_with("all brokers down; last client error: ")
+                && m.contains("certificate verify failed"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -303,6 +448,7 @@ mod tests {
             brokers: "127.0.0.1:1".into(),
             topic: "orders".into(),
             startup_timeout: Duration::from_millis(1200),
+            security: None,
         };
         let mut calls = 0;
         let err = retry_startup(&e, "connecting", |_| -> Result<(), String> {

@@ -77,6 +77,18 @@ impl SinkPartitioner {
         self.partitions
     }
 
+    /// Spreads over `partitions` from now on if the topic grew (Kafka topics only gain
+    /// partitions); returns whether it did. Keyed records then go to murmur2 over the new
+    /// count, as the Java client's do after it sees the new metadata.
+    pub fn grow_to(&mut self, partitions: u32) -> bool {
+        if partitions > self.partitions {
+            self.partitions = partitions;
+            true
+        } else {
+            false
+        }
+    }
+
     /// The partition for a record with `key` (murmur2) or without one (round-robin).
     pub fn partition(&mut self, key: Option<&[u8]>) -> i32 {
         match key {
@@ -162,5 +174,17 @@ mod tests {
         let mut a = SinkPartitioner::new(6, 0);
         let mut b = SinkPartitioner::new(6, 1);
         assert_ne!(a.partition(None), b.partition(None));
+    }
+
+    #[test]
+    fn a_grown_topic_gets_keyless_records_on_every_partition_and_keys_rehash() {
+        let mut p = SinkPartitioner::new(2, 0);
+        assert!(!p.grow_to(2) && !p.grow_to(1), "topics never shrink");
+        assert!(p.grow_to(5));
+        assert_eq!(p.partitions(), 5);
+        let mut seen: Vec<i32> = (0..5).map(|_| p.partition(None)).collect();
+        seen.sort();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert_eq!(p.partition(Some(b"abc")), partition_for_key(b"abc", 5));
     }
 }

@@ -137,7 +137,7 @@ pub fn read_own_records(
     positions: &SinkPositions,
     writer: &str,
 ) -> Result<ReadBack, KafkaError> {
-    let mut config = client_config(&endpoint.brokers, properties);
+    let mut config = client_config(endpoint, properties)?;
     config
         .set("group.id", format!("{writer}-readback"))
         .set("enable.auto.commit", "false")

@@ -1,7 +1,7 @@
 //! Creating the topics of `repartition` operators at start (see `operator::repartition`),
 //! and learning their partition counts.
 
-use super::{client_config, partition_count, Endpoint, KafkaError};
+use super::{client_config, partition_count, Endpoint, ErrorContext, KafkaError};
 use crate::operator::repartition::{READ_SUFFIX, WRITE_SUFFIX};
 use crate::plan::repartition::spec_of_source;
 use crate::plan::{JobPlan, SourceKind};
@@ -65,9 +65,14 @@ fn ensure_topic(source: &str, spec: &KafkaSourceSpec, wanted: u32) -> Result<u32
         &spec.brokers,
         &spec.topic,
         &spec.properties,
+        spec.security.as_deref(),
     )?;
-    let config = client_config(&spec.brokers, &spec.properties);
-    let consumer: BaseConsumer = config.create().map_err(|e| endpoint.client_error(e))?;
+    let config = client_config(&endpoint, &spec.properties)?;
+    let context = ErrorContext::default();
+    let last = context.last.clone();
+    let consumer: BaseConsumer<ErrorContext> = config
+        .create_with_context(context)
+        .map_err(|e| endpoint.client_error(e))?;
     let exists = consumer
         .fetch_metadata(Some(&spec.topic), Duration::from_secs(5))
         .ok()
@@ -110,7 +115,9 @@ fn ensure_topic(source: &str, spec: &KafkaSourceSpec, wanted: u32) -> Result<u32
             Err(e) => return Err(create_error(&e)),
         }
     }
-    partition_count(&endpoint, |t| {
-        consumer.fetch_metadata(Some(&endpoint.topic), t)
+    partition_count(&endpoint, &last, |t| {
+        let md = consumer.fetch_metadata(Some(&endpoint.topic), t);
+        super::serve_events(&consumer);
+        md
     })
 }

@@ -28,7 +28,7 @@
 
 use super::partitioner::SinkPartitioner;
 use super::readback::{self, ReplayFilter, SinkPositions, WRITER_HEADER};
-use super::{client_config, partition_count, Endpoint};
+use super::{client_config, partition_count, Endpoint, LastClientError};
 use crate::record::Record;
 use crate::sink::{Sink, SinkError};
 use rdkafka::client::ClientContext;
@@ -37,7 +37,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_crds::pipeline::KafkaSinkSpec;
 use weir_expr::Expr;
 
@@ -48,6 +48,8 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// per partition the offset after the last delivered record.
 #[derive(Clone, Default)]
 pub struct DeliveryErrors {
+    /// librdkafka's last client error (why brokers cannot be reached).
+    last: LastClientError,
     first_error: Arc<Mutex<Option<String>>>,
     next_offsets: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
@@ -65,7 +67,16 @@ impl DeliveryErrors {
     }
 }
 
-impl ClientContext for DeliveryErrors {}
+impl ClientContext for DeliveryErrors {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.last.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!("librdkafka: {error}: {reason}");
+        self.last.record(reason);
+    }
+}
 
 impl ProducerContext for DeliveryErrors {
     type DeliveryOpaque = ();
@@ -141,6 +152,41 @@ pub struct KafkaSink {
     writer: Option<u32>,
     /// `exactlyOnce` with `transactions: false`.
     dedup: Option<ReadBackDedup>,
+    /// How often the topic's partition count is read again (at a checkpoint barrier);
+    /// `None` for repartition topics, whose partitions are the reading tasks.
+    refresh_every: Option<Duration>,
+    last_refresh: Instant,
+}
+
+/// How often a sink reads its topic's partition count again (`weir.partitions.refresh.ms`).
+pub const PARTITIONS_REFRESH_PROPERTY: &str = "weir.partitions.refresh.ms";
+
+const DEFAULT_PARTITIONS_REFRESH: Duration = Duration::from_secs(60);
+
+/// How long a partition count refresh may take before the barrier goes on without it.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `weir.partitions.refresh.ms` of sink `name` (default 60 s, 0 = never); repartition
+/// sinks never refresh: a partition added to their topic would have no reading task.
+fn refresh_every(
+    name: &str,
+    properties: &BTreeMap<String, String>,
+) -> Result<Option<Duration>, super::KafkaError> {
+    if name.ends_with(crate::operator::repartition::SINK_SUFFIX) {
+        return Ok(None);
+    }
+    match properties.get(PARTITIONS_REFRESH_PROPERTY) {
+        None => Ok(Some(DEFAULT_PARTITIONS_REFRESH)),
+        Some(v) => match v.parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+            Err(e) => Err(super::KafkaError::Property {
+                owner: format!("sink '{name}'"),
+                property: PARTITIONS_REFRESH_PROPERTY.into(),
+                message: format!("'{v}' is not a number of milliseconds: {e}"),
+            }),
+        },
+    }
 }
 
 /// The transactional id of a sink task: `<namespace>-<job>-<sink>-<task>`.
@@ -161,6 +207,7 @@ impl KafkaSink {
             &spec.brokers,
             &spec.topic,
             &spec.properties,
+            spec.security.as_deref(),
         )
         .map_err(kafka_err)?;
         let key = match &spec.key {
@@ -170,7 +217,7 @@ impl KafkaSink {
             })?),
             None => None,
         };
-        let mut config = client_config(&spec.brokers, &spec.properties);
+        let mut config = client_config(&endpoint, &spec.properties).map_err(kafka_err)?;
         config.set("enable.idempotence", "true");
         let transactional = spec.exactly_once && spec.transactions;
         if transactional {
@@ -179,7 +226,7 @@ impl KafkaSink {
         let errors = DeliveryErrors::default();
         let producer = create_producer(&config, errors.clone())
             .map_err(|e| kafka_err(endpoint.client_error(e)))?;
-        let partitions = partition_count(&endpoint, |t| {
+        let partitions = partition_count(&endpoint, &errors.last, |t| {
             producer.client().fetch_metadata(Some(&endpoint.topic), t)
         })
         .map_err(kafka_err)?;
@@ -198,6 +245,8 @@ impl KafkaSink {
             writer: name
                 .ends_with(crate::operator::repartition::SINK_SUFFIX)
                 .then_some(info.task),
+            refresh_every: refresh_every(name, &spec.properties).map_err(kafka_err)?,
+            last_refresh: Instant::now(),
             dedup: (spec.exactly_once && !spec.transactions).then(|| {
                 let writer = transactional_id(info, name);
                 ReadBackDedup {
@@ -214,6 +263,52 @@ impl KafkaSink {
                 }
             }),
         })
+    }
+
+    /// Reads the topic's partition count again when due, so that partitions added while the
+    /// job runs get records from the next checkpoint on. A failure is logged and retried at
+    /// the next due barrier; it never fails the checkpoint.
+    fn refresh_partitions(&mut self) {
+        let Some(every) = self.refresh_every else {
+            return;
+        };
+        if self.last_refresh.elapsed() < every {
+            return;
+        }
+        self.last_refresh = Instant::now();
+        let topic = self.endpoint.topic.as_str();
+        let count = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), REFRESH_TIMEOUT)
+            .map_err(|e| self.errors.last.explain(e))
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .and_then(|t| u32::try_from(t.partitions().len()).ok())
+                    .ok_or_else(|| "no metadata for the topic".to_string())
+            });
+        match count {
+            Ok(n) => {
+                let before = self.partitioner.partitions();
+                if self.partitioner.grow_to(n) {
+                    if let Some(d) = self.dedup.as_mut() {
+                        d.partitions = n;
+                    }
+                    tracing::info!(
+                        "{}: topic '{topic}' grew from {before} to {n} partitions; writing to all of them",
+                        self.endpoint.owner
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                "{}: reading the partition count of topic '{topic}' from brokers '{}' failed (writing on with {}): {e}",
+                self.endpoint.owner,
+                self.endpoint.brokers,
+                self.partitioner.partitions()
+            ),
+        }
     }
 
     fn fail(&self, action: &str, e: impl std::fmt::Display) -> SinkError {
@@ -451,6 +546,8 @@ impl Sink for KafkaSink {
                 d.positions.advance(p, next);
             }
         }
+        // records after this barrier spread over partitions added meanwhile
+        self.refresh_partitions();
         Ok(())
     }
 
@@ -486,5 +583,37 @@ impl Drop for KafkaSink {
         } else if !self.transactional {
             let _ = self.producer.flush(Duration::from_secs(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_sinks_refresh_their_partition_count_and_repartition_sinks_never() {
+        let none = BTreeMap::new();
+        assert_eq!(
+            refresh_every("out", &none).ok(),
+            Some(Some(DEFAULT_PARTITIONS_REFRESH))
+        );
+        let repartition = format!("by-user{}", crate::operator::repartition::SINK_SUFFIX);
+        assert_eq!(refresh_every(&repartition, &none).ok(), Some(None));
+        let prop = |v: &str| -> BTreeMap<String, String> {
+            [(PARTITIONS_REFRESH_PROPERTY.to_string(), v.to_string())].into()
+        };
+        assert_eq!(refresh_every("out", &prop("0")).ok(), Some(None));
+        assert_eq!(
+            refresh_every("out", &prop("5000")).ok(),
+            Some(Some(Duration::from_secs(5)))
+        );
+        let err = refresh_every("out", &prop("often"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("sink 'out'") && err.contains(PARTITIONS_REFRESH_PROPERTY),
+            "{err}"
+        );
     }
 }

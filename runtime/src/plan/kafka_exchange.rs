@@ -46,11 +46,7 @@ pub fn insert(plan: &mut JobPlan, exchanges: &[Exchange]) -> Result<(), Vec<Spec
         exactly_once: true,
         ..Default::default()
     });
-    let Some(brokers) = settings
-        .brokers
-        .clone()
-        .or_else(|| repartition::default_brokers(plan))
-    else {
+    if settings.brokers.is_none() && repartition::default_brokers(plan).is_none() {
         return Err(exchanges
             .iter()
             .map(|x| SpecError {
@@ -61,7 +57,7 @@ pub fn insert(plan: &mut JobPlan, exchanges: &[Exchange]) -> Result<(), Vec<Spec
                 ),
             })
             .collect());
-    };
+    }
     for x in exchanges {
         let via = format!("{}{VIA_SEPARATOR}{}", x.operator, x.input);
         let key = match &x.need {
@@ -71,11 +67,13 @@ pub fn insert(plan: &mut JobPlan, exchanges: &[Exchange]) -> Result<(), Vec<Spec
         };
         let spec = RepartitionSpec {
             key,
-            brokers: Some(brokers.clone()),
+            // unset: borrowed with the first Kafka source's security (`repartition::expand_one`)
+            brokers: settings.brokers.clone(),
             topic: Some(topic_name(&plan.job, &x.operator, &x.input)),
             partitions: settings.partitions,
             exactly_once: settings.exactly_once,
             properties: settings.properties.clone(),
+            security: settings.security.clone(),
         };
         let inserted = OperatorPlan {
             spec: OperatorSpec {

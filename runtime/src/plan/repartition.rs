@@ -32,10 +32,11 @@ pub fn expand(plan: &mut JobPlan) {
 
 /// The first Kafka source's brokers (what a repartition or exchange without its own uses).
 pub fn default_brokers(plan: &JobPlan) -> Option<String> {
-    plan.pipeline
-        .sources
-        .iter()
-        .find_map(|s| s.kafka.as_ref().map(|k| k.brokers.clone()))
+    first_kafka_source(plan).map(|k| k.brokers.clone())
+}
+
+fn first_kafka_source(plan: &JobPlan) -> Option<&KafkaSourceSpec> {
+    plan.pipeline.sources.iter().find_map(|s| s.kafka.as_ref())
 }
 
 /// Expands repartition operator `o` (spec `r`): adds its topic's source and sink to `plan`
@@ -57,6 +58,12 @@ pub fn expand_one(plan: &mut JobPlan, o: OperatorPlan, r: RepartitionSpec) -> [O
         .clone()
         .or_else(|| default_brokers(plan))
         .unwrap_or_default();
+    // borrowed brokers come with the security they are reached with
+    let security = match (&r.brokers, &r.security) {
+        (_, Some(s)) => Some(s.clone()),
+        (None, None) => first_kafka_source(plan).and_then(|k| k.security.clone()),
+        (Some(_), None) => None,
+    };
     let topic = topic_name(&plan.job, &name, &r);
     let write = format!("{name}{WRITE_SUFFIX}");
     let read = format!("{name}{READ_SUFFIX}");
@@ -67,6 +74,7 @@ pub fn expand_one(plan: &mut JobPlan, o: OperatorPlan, r: RepartitionSpec) -> [O
             topic: topic.clone(),
             start_from: StartFrom::Earliest,
             properties: r.properties.clone(),
+            security: security.clone(),
         }),
         partitions: 0,
         time_field: Some(TS_FIELD.to_string()),
@@ -84,6 +92,7 @@ pub fn expand_one(plan: &mut JobPlan, o: OperatorPlan, r: RepartitionSpec) -> [O
             // the reader drops replays by sequence number; no read-back needed
             transactions: true,
             properties: r.properties.clone(),
+            security,
         }),
         ..Default::default()
     });

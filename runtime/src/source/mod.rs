@@ -63,6 +63,15 @@ pub trait PartitionReader: Send {
     fn offset(&self) -> u64;
     /// Resumes at `offset` (from a checkpoint).
     fn seek(&mut self, offset: u64) -> Result<(), SourceError>;
+    /// Checkpoint `id` took [`PartitionReader::offset`] as this partition's position.
+    fn checkpointed(&mut self, _id: u64) {}
+    /// Checkpoint `id` completed: a reader may publish the position it took (the Kafka source
+    /// commits it to the consumer group, so that standard tools see the job's lag).
+    fn checkpoint_completed(&mut self, _id: u64) {}
+    /// Records between the reader's position and the end of its partition, when it knows.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
     /// Records skipped because they could not be parsed.
     fn malformed(&self) -> u64 {
         0

@@ -328,6 +328,28 @@ impl Task {
             self.metrics.watermark.set(self.watermark);
             self.metrics.lag.set((self.now - self.watermark).max(0));
         }
+        self.report_source_lag();
         Ok(())
+    }
+
+    /// Exports the lag of every reader that knows it (Kafka partitions), when it changed, and
+    /// the task's largest.
+    fn report_source_lag(&mut self) {
+        let mut changed = false;
+        for i in self.inputs.iter_mut() {
+            let lag = i.reader.lag();
+            if lag != i.lag_reported {
+                if let Some(l) = lag {
+                    self.metrics.set_source_lag(&i.source, i.partition, l);
+                }
+                i.lag_reported = lag;
+                changed = true;
+            }
+        }
+        if changed {
+            if let Some(max) = self.inputs.iter().filter_map(|i| i.lag_reported).max() {
+                self.metrics.set_kafka_lag(max);
+            }
+        }
     }
 }

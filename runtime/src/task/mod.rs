@@ -162,6 +162,8 @@ struct Input {
     /// The `<source>.deadLetter` stream.
     dead_letter_stream: usize,
     malformed_reported: u64,
+    /// The reader's lag last exported as a metric.
+    lag_reported: Option<u64>,
 }
 
 struct OpSlot {
@@ -298,6 +300,7 @@ impl Task {
                 stage: wiring.source_stages[si],
                 dead_letter_stream: wiring.source_dead_letters[si],
                 malformed_reported: 0,
+                lag_reported: None,
             });
         }
         // a source whose consumers read only some fields builds only those (and its time field)
@@ -416,6 +419,9 @@ impl Task {
                 .map_err(|source| TaskError::State { task, source })?;
         }
         self.flush_sinks()?;
+        for i in self.inputs.iter_mut() {
+            i.reader.checkpointed(id);
+        }
         for s in self.sinks.iter_mut() {
             let task = self.id;
             s.prepare(id)
@@ -466,6 +472,9 @@ impl Task {
             let task = self.id;
             s.commit(id)
                 .map_err(|source| TaskError::Sink { task, source })?;
+        }
+        for i in self.inputs.iter_mut() {
+            i.reader.checkpoint_completed(id);
         }
         for slot in self.ops.iter_mut() {
             let task = self.id;

@@ -7,8 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The runtime binary: `$WEIR_RUNTIME_BIN` when set (e.g. a copy of one build, which other
+/// checkouts sharing the target directory cannot overwrite mid-run), else the one cargo built
+/// for these tests.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_weir-runtime")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("WEIR_RUNTIME_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_weir-runtime").to_string())
+    })
 }
 
 pub fn write(path: &Path, text: &str) {

@@ -1,5 +1,6 @@
 //! Helpers for the Kafka tests: a tansu broker on a free loopback port (memory storage),
-//! topics, a producer and a reader of every partition.
+//! optionally behind a TLS terminator ([`tls`]), topics, a producer and a reader of every
+//! partition.
 #![allow(dead_code)]
 // test helpers: a failed setup step should panic with its error
 #![allow(clippy::unwrap_used)]
@@ -16,6 +17,8 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod tls;
 
 const INSTALL: &str = "install tansu: tests/support/kafka.sh install \
      (runs `cargo install --locked --root ~/.cache/weir/cargo tansu --features dynostore`), \
@@ -75,9 +78,17 @@ impl Tansu {
 
     /// Starts tansu whatever `WEIR_TEST_KAFKA` says.
     pub fn start_tansu() -> Tansu {
+        Tansu::start_advertising(None, &[])
+    }
+
+    /// Starts tansu listening on a free port, advertising `advertised` (`host:port`, default
+    /// its own address; e.g. a TLS terminator in front of it), with `extra` arguments (e.g.
+    /// `--authentication`).
+    pub fn start_advertising(advertised: Option<&str>, extra: &[&str]) -> Tansu {
         let bin = tansu_bin();
         let port = super::common::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tansu.log");
         let child = Command::new(&bin)
@@ -86,10 +97,11 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -141,10 +153,12 @@ impl Drop for Tansu {
 
 /// Creates `topic` through the admin API and waits until its metadata shows every partition.
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    create_topic_with(brokers, topic, partitions, &[]);
+}
+
+/// [`create_topic`] with extra client properties (TLS, SASL).
+pub fn create_topic_with(brokers: &str, topic: &str, partitions: i32, props: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = config_with(brokers, props).create().unwrap();
     let res = futures::executor::block_on(admin.create_topics(
         &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
@@ -153,7 +167,7 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     for r in res {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
-    let consumer = consumer(brokers, "read_committed");
+    let consumer = consumer_with(brokers, "read_committed", props);
     let start = Instant::now();
     loop {
         let n = consumer
@@ -172,10 +186,24 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// A client configuration for `brokers` with `props`.
+pub fn config_with(brokers: &str, props: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in props {
+        c.set(*k, *v);
+    }
+    c
+}
+
 /// A consumer with no group membership (partitions are assigned explicitly).
 pub fn consumer(brokers: &str, isolation: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    consumer_with(brokers, isolation, &[])
+}
+
+/// [`consumer`] with extra client properties (TLS, SASL).
+pub fn consumer_with(brokers: &str, isolation: &str, props: &[(&str, &str)]) -> BaseConsumer {
+    config_with(brokers, props)
         .set("group.id", "weir-test-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
@@ -229,9 +257,22 @@ pub fn read_all(
     partitions: i32,
     isolation: &str,
     timeout: Duration,
+    expect: impl FnMut(&BTreeMap<i32, Vec<String>>) -> bool,
+) -> BTreeMap<i32, Vec<String>> {
+    read_all_with(brokers, topic, partitions, isolation, timeout, &[], expect)
+}
+
+/// [`read_all`] with extra client properties (TLS, SASL).
+pub fn read_all_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    timeout: Duration,
+    props: &[(&str, &str)],
     mut expect: impl FnMut(&BTreeMap<i32, Vec<String>>) -> bool,
 ) -> BTreeMap<i32, Vec<String>> {
-    let c = consumer(brokers, isolation);
+    let c = consumer_with(brokers, isolation, props);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
