@@ -9,8 +9,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The requests received: (path with query, body).
 pub type Received = Arc<Mutex<Vec<(String, String)>>>;
 
-/// Starts a receiver; returns its port and what it receives.
+/// The receiver's answer to one request (path with query, body): status and body.
+pub type Respond = fn(&str, &str) -> (u16, String);
+
+/// Starts a receiver answering 200 to every request; returns its port and what it receives.
 pub async fn start() -> Result<(u16, Received)> {
+    start_with(|_, _| (200, String::new())).await
+}
+
+/// [`start`] answering each request with `respond`.
+pub async fn start_with(respond: Respond) -> Result<(u16, Received)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     let received: Received = Arc::default();
@@ -45,11 +53,14 @@ pub async fn start() -> Result<(u16, Received)> {
                         continue;
                     }
                     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let (code, answer) = respond(&path, body);
                     if let Ok(mut r) = store.lock() {
                         r.push((path, body.to_string()));
                     }
-                    let response =
-                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let response = format!(
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
                     let _ = stream.write_all(response.as_bytes()).await;
                     return;
                 }
