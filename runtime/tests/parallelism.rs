@@ -397,8 +397,26 @@ fn two_pods_splice() {
 }
 
 #[test]
-fn two_pods_nexmark_q5_chained_keyed_stages() {
-    same_on_two_pods("bench/nexmark/q5.yaml");
+fn two_pods_quickstart() {
+    same_on_two_pods("examples/quickstart.yaml");
+}
+
+#[test]
+fn two_pods_impression_click() {
+    same_on_two_pods("examples/impression-click.yaml");
+}
+
+#[test]
+fn two_pods_effective_click() {
+    same_on_two_pods("examples/effective-click.yaml");
+}
+
+/// Every Nexmark query on two pods; q5 has two keyed stages, so two exchange levels.
+#[test]
+fn two_pods_nexmark_queries() {
+    for q in ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"] {
+        same_on_two_pods(&format!("bench/nexmark/{q}.yaml"));
+    }
 }
 
 /// Two pods, one killed with SIGKILL mid-stream and the other stopped, then the job on three

@@ -3,10 +3,11 @@
 //! A job on several pods cannot hand records between tasks in memory: a keyed operator whose
 //! input is not partitioned by its key gets a `repartition` operator in front of that input,
 //! inserted by Weir, with the operator's key, so that records reach the task that owns their
-//! key through a topic `<job>-<operator>-<input>-exchange` ([`topic_name`]). Every exchange
-//! topic of a job is created with the same partition count (`pipeline.exchange.partitions`,
-//! else the largest source partition count), so the inputs of a multi-input operator meet in
-//! the same task. The writer numbers its records and the reader drops replays, as for a
+//! key through a topic `<job>-<operator>-<input>-exchange` ([`topic_name`]). Every keyed
+//! exchange topic of a job is created with the same partition count
+//! (`pipeline.exchange.partitions`, else the largest source partition count), so the inputs of
+//! a multi-input operator meet in the same task; the topic in front of a window without a key
+//! has one partition. The writer numbers its records and the reader drops replays, as for a
 //! `repartition` the user writes (`operator::repartition`), and writers announce their
 //! watermark and their end to every partition, so the reading stage's watermark is the
 //! minimum over the writing tasks (`time::watermark`).
@@ -60,17 +61,17 @@ pub fn insert(plan: &mut JobPlan, exchanges: &[Exchange]) -> Result<(), Vec<Spec
     }
     for x in exchanges {
         let via = format!("{}{VIA_SEPARATOR}{}", x.operator, x.input);
-        let key = match &x.need {
-            KeyNeed::Key(k) => k.clone(),
-            // every record to one task: one constant key
-            KeyNeed::AllInOneTask => "'all'".to_string(),
+        let (key, partitions) = match &x.need {
+            KeyNeed::Key(k) => (k.clone(), settings.partitions),
+            // every record to one task: a topic with one partition
+            KeyNeed::AllInOneTask => ("'all'".to_string(), Some(1)),
         };
         let spec = RepartitionSpec {
             key,
             // unset: borrowed with the first Kafka source's security (`repartition::expand_one`)
             brokers: settings.brokers.clone(),
             topic: Some(topic_name(&plan.job, &x.operator, &x.input)),
-            partitions: settings.partitions,
+            partitions,
             exactly_once: settings.exactly_once,
             properties: settings.properties.clone(),
             security: settings.security.clone(),
@@ -215,6 +216,24 @@ spec:
         plan_exchanges(&mut one, 1).expect("in memory");
         assert_eq!(one.exchanges.len(), 2);
         assert!(one.kafka_exchanges.is_empty());
+    }
+
+    #[test]
+    fn a_window_without_a_key_reads_a_topic_with_one_partition() {
+        let yaml = SPLICE.replace(
+            "        splice: {key: \"e.userId\", timeout: 1m, fields: [{name: n, from: a, rule: count}]}",
+            "        window: {type: tumbling, size: 10s, aggregates: [{name: n, op: count}]}",
+        )
+        .replace("inputs: [a, clicks]", "input: a");
+        let mut p = plan(&yaml);
+        plan_exchanges(&mut p, 2).expect("brokers are set");
+        let r = p
+            .operators
+            .iter()
+            .find(|o| o.spec.name == "joined@a")
+            .and_then(|o| o.spec.repartition.clone())
+            .expect("an exchange in front of the window");
+        assert_eq!((r.key.as_str(), r.partitions), ("'all'", Some(1)));
     }
 
     #[test]
