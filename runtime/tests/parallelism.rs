@@ -274,6 +274,12 @@ fn start_pod(base: &Path, ordinal: u32, replicas: u32) -> (Child, u16) {
 /// Waits until every pod says its tasks finished, then stops them with SIGTERM (a final
 /// checkpoint commits the rest) and returns their stderr.
 fn finish_pods(mut pods: Vec<(Child, u16)>) -> String {
+    wait_finished(&mut pods);
+    stop_pods(pods)
+}
+
+/// Waits until every pod says its tasks finished (a pod that ends first fails the test).
+fn wait_finished(pods: &mut [(Child, u16)]) {
     for (child, port) in pods.iter_mut() {
         poll("every task finished", Duration::from_secs(240), || {
             if let Some(status) = child.try_wait().unwrap() {
@@ -287,8 +293,12 @@ fn finish_pods(mut pods: Vec<(Child, u16)>) -> String {
             (phase.as_ref().and_then(|p| p.as_str()) == Some("Finished")).then_some(())
         });
     }
-    // two more checkpoints on every pod: one of them started after every task finished, so
-    // everything is committed and a SIGTERM has nothing left to checkpoint
+}
+
+/// Waits for two more checkpoints on every pod (after the end of the input, one of them
+/// started after every task finished, so everything is committed), then stops the pods with
+/// SIGTERM; returns their stderr.
+fn stop_pods(mut pods: Vec<(Child, u16)>) -> String {
     let last = |port: u16| admin_status(port).and_then(|s| s["lastCheckpoint"]["id"].as_u64());
     let marks: Vec<Option<u64>> = pods.iter().map(|(_, port)| last(*port)).collect();
     for ((_, port), mark) in pods.iter().zip(marks) {
@@ -459,4 +469,99 @@ fn a_pod_killed_and_a_rescale_from_two_pods_to_three_lose_and_double_nothing() {
         &one,
         &after,
     );
+}
+
+/// Two Kafka topics with different partition counts (3 and 2, records dealt round-robin, so
+/// neither is partitioned by a key) feed an `intervalJoin` keyed by a different field on each
+/// side, and an `aggregate` keyed by a third field counts its output: on two pods (both inputs
+/// and the aggregate's input exchanged through Kafka) the same as on one task reading
+/// one-partition topics.
+#[test]
+fn two_kafka_sources_with_different_partition_counts_join_as_on_one_task() {
+    const N: usize = 3000;
+    let broker = kafka_common::Tansu::start();
+    let base_ts = 1_700_000_000_000i64;
+    let imps: Vec<String> = (0..N)
+        .map(|i| {
+            format!(
+                r#"{{"req":"r{i}","ad":{},"ts":{}}}"#,
+                i % 13,
+                base_ts + i as i64 * 10
+            )
+        })
+        .collect();
+    let clicks: Vec<String> = (0..N)
+        .step_by(3)
+        .map(|i| format!(r#"{{"rid":"r{i}","ts":{}}}"#, base_ts + i as i64 * 10 + 500))
+        .collect();
+    let run = |name: &str, imp_parts: i32, click_parts: i32, replicas: u32| -> SinkOutput {
+        let (it, ct) = (format!("{name}-imps"), format!("{name}-clicks"));
+        broker.create_topic(&it, imp_parts);
+        broker.create_topic(&ct, click_parts);
+        kafka_common::produce(&broker.brokers, &it, imp_parts, &imps);
+        kafka_common::produce(&broker.brokers, &ct, click_parts, &clicks);
+        let base = tmp();
+        let (b, out, ck) = (
+            &broker.brokers,
+            base.path().join("out"),
+            base.path().join("ck"),
+        );
+        let job = format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata: {{name: {name}}}
+spec:
+  image: x
+  checkpoint: {{interval: 500ms, retain: 2, storage: "file://{ck}"}}
+  pipeline:
+    exchange: {{exactlyOnce: false}}
+    sources:
+      - {{name: imps, kafka: {{brokers: "{b}", topic: {it}}}, eventTime: {{field: ts, maxOutOfOrderness: 1h}}}}
+      - {{name: clicks, kafka: {{brokers: "{b}", topic: {ct}}}, eventTime: {{field: ts, maxOutOfOrderness: 1h}}}}
+    operators:
+      - name: joined
+        inputs: [imps, clicks]
+        intervalJoin: {{left: imps, right: clicks, leftKey: e.req, rightKey: e.rid, before: 0s, after: 1m, emit: "{{'req': l.req, 'ad': l.ad, 'clickTs': r.ts}}"}}
+      - name: perAd
+        input: joined
+        aggregate: {{key: e.ad, aggregates: [{{name: clicks, op: count}}]}}
+    sinks:
+      - {{name: joinedOut, input: joined, file: {{path: "{joined}"}}}}
+      - {{name: perAdOut, input: perAd, file: {{path: "{per_ad}"}}}}
+"#,
+            ck = ck.display(),
+            joined = out.join("joinedOut").display(),
+            per_ad = out.join("perAdOut").display(),
+        );
+        write(&base.path().join("job.yaml"), &job);
+        let pods: Vec<(Child, u16)> = (0..replicas)
+            .map(|i| start_pod(base.path(), i, replicas))
+            .collect();
+        // the topics never end: wait for every click's match, then stop
+        let mut seen = 0;
+        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll("every click joined", Duration::from_secs(60), || {
+                seen = committed_lines(&out.join("joinedOut")).len();
+                (seen >= clicks.len()).then_some(())
+            })
+        }));
+        if waited.is_err() {
+            let stderr = stop_pods(pods);
+            panic!(
+                "{name}: {seen} of {} clicks joined; pods:\n{stderr}",
+                clicks.len()
+            );
+        }
+        stop_pods(pods);
+        sink_output(base.path())
+    };
+    let one = run("one", 1, 1, 1);
+    let two = run("two", 3, 2, 2);
+    assert_eq!(
+        one["joinedOut"].0.len(),
+        clicks.len(),
+        "one match per click"
+    );
+    assert_same("two topics", "on two pods", &one, &two);
 }

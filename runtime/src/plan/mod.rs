@@ -355,6 +355,9 @@ impl JobPlan {
                     "exchange in memory between this pod's tasks".to_string()
                 } else if let Some(topic) = topic {
                     format!("exchange across pods through Kafka topic '{topic}'")
+                } else if k.needs_exchange && self.tasks == 0 {
+                    "exchange planned at start, once the Kafka partition counts are known"
+                        .to_string()
                 } else if k.needs_exchange {
                     "NEEDS AN EXCHANGE, which this plan does not have: per-task partial results"
                         .to_string()
