@@ -281,6 +281,16 @@ impl Task {
             return Ok(());
         }
         self.stage_watermarks[stage] = wm;
+        self.advance_stage_and_forward(stage, wm)
+    }
+
+    /// Walks stage `stage` (> 0) with watermark `wm` and passes it on through the in-memory
+    /// exchanges that stage sends to, if any.
+    pub(super) fn advance_stage_and_forward(
+        &mut self,
+        stage: usize,
+        wm: i64,
+    ) -> Result<(), TaskError> {
         self.advance_stage(stage, wm)?;
         if self.exchange.is_some() {
             self.forward_watermark(stage, wm, false);

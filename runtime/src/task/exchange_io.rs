@@ -177,8 +177,7 @@ impl Task {
                 if let Some(e) = self.exchange.as_mut() {
                     e.stage_wm[stage] = wm;
                 }
-                self.advance_stage(stage, wm)?;
-                self.forward_watermark(stage, wm, false);
+                self.advance_stage_and_forward(stage, wm)?;
             }
             if ended && !was_ended {
                 if let Some(e) = self.exchange.as_mut() {
