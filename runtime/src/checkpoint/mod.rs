@@ -8,6 +8,7 @@
 //!   chk-<id>/task-<n>/files/<name>    small RocksDB files of that checkpoint (MANIFEST, OPTIONS, CURRENT)
 //!   chk-<id>/_COMPLETED               job-level completion marker, written LAST
 //!   sst/task-<n>/<sha256>.sst         SST files, shared by every checkpoint that references them
+//!   pods/pod-<i>.stopped              pod i exited after a final checkpoint (several pods only)
 //! ```
 //!
 //! A checkpoint exists only once `_COMPLETED` exists: a `chk-<id>` directory without it is in
@@ -25,6 +26,12 @@
 //! without talking to each other, with `N > 1` checkpoint ids are wall-clock ticks
 //! (`epoch ms / interval ms`) and checkpoints start on those tick boundaries. With one pod,
 //! ids are sequential (1, 2, ...), continuing after the newest id found in storage.
+//!
+//! A pod that exits after its final checkpoint (SIGTERM, then nothing read since) leaves
+//! `pods/pod-<i>.stopped` naming that checkpoint, and deletes it when it starts again. A pod
+//! still stopping whose own final checkpoint needs a pod that left such a note cannot complete
+//! it: it exits at once instead of waiting out its deadline, and the next start restores from
+//! the newest completed checkpoint (the one the stopped pod ended with, or a later one).
 //!
 //! Retention keeps `spec.checkpoint.retain` completed checkpoints, deletes incomplete ones
 //! older than the newest completed one, and never deletes the checkpoint this process restored
@@ -59,6 +66,11 @@ pub fn parse_checkpoint_dir(name: &str) -> Option<u64> {
 /// The manifest path of task `task` in checkpoint `id`, relative to the job root.
 pub fn task_manifest_path(id: u64, task: u32) -> String {
     format!("chk-{id}/task-{task}/manifest.json")
+}
+
+/// The note pod `ordinal` leaves when it exits after a final checkpoint.
+pub fn stopped_note_path(ordinal: u32) -> String {
+    format!("pods/pod-{ordinal}.stopped")
 }
 
 /// The marker path of checkpoint `id`, relative to the job root.
@@ -128,6 +140,19 @@ impl TaskManifest {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+}
+
+/// `pods/pod-<i>.stopped`: pod `ordinal` exited after a final checkpoint and takes part in no
+/// checkpoint after `checkpoint_id` until it starts again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedNote {
+    /// The pod's ordinal.
+    pub ordinal: u32,
+    /// The last checkpoint the pod completed (nothing was read after it).
+    pub checkpoint_id: u64,
+    /// When it exited.
+    pub stopped_at: DateTime<Utc>,
 }
 
 /// The job-level completion marker, written last.

@@ -4,8 +4,8 @@
 use super::catalog::{Catalog, CatalogEntry};
 use super::storage::{CheckpointStorage, StorageError};
 use super::{
-    checkpoint_dir, marker_path, parse_checkpoint_dir, task_manifest_path, CompletedMarker,
-    FileRef, TaskManifest,
+    checkpoint_dir, marker_path, parse_checkpoint_dir, stopped_note_path, task_manifest_path,
+    CompletedMarker, FileRef, StoppedNote, TaskManifest,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -269,6 +269,32 @@ pub fn read_marker(
             .map(Some)
             .map_err(|e| TransferError::Corrupt(format!("{} unreadable: {e}", marker_path(id)))),
     }
+}
+
+/// Leaves the note that this pod exited after its final checkpoint `note.checkpoint_id`.
+pub fn write_stopped_note(
+    storage: &CheckpointStorage,
+    note: &StoppedNote,
+) -> Result<(), TransferError> {
+    let json = serde_json::to_vec_pretty(note)
+        .map_err(|e| TransferError::Corrupt(format!("encoding stopped note: {e}")))?;
+    storage.put(&stopped_note_path(note.ordinal), json)?;
+    Ok(())
+}
+
+/// Pod `ordinal`'s stopped note, if it left one (an unreadable note counts as none).
+pub fn read_stopped_note(
+    storage: &CheckpointStorage,
+    ordinal: u32,
+) -> Result<Option<StoppedNote>, TransferError> {
+    Ok(storage
+        .get(&stopped_note_path(ordinal))?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Removes pod `ordinal`'s stopped note (it runs again).
+pub fn delete_stopped_note(storage: &CheckpointStorage, ordinal: u32) -> Result<(), StorageError> {
+    storage.delete(&stopped_note_path(ordinal))
 }
 
 #[cfg(test)]

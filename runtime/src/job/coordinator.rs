@@ -164,6 +164,16 @@ pub enum ShutdownCheck {
         /// Time since the signal.
         waited: Duration,
     },
+    /// The final checkpoint can never complete: a pod it needs exited after an earlier final
+    /// checkpoint. Exit 0 now; the next start restores from the newest completed checkpoint.
+    PeerStopped {
+        /// The signal.
+        signal: &'static str,
+        /// Time since the signal.
+        waited: Duration,
+        /// Which pod stopped, after which checkpoint.
+        why: String,
+    },
     /// The deadline passed with no final checkpoint.
     DeadlinePassed {
         /// The signal.
@@ -181,6 +191,7 @@ struct Shutdown {
     started: Instant,
     deadline: Instant,
     last_error: String,
+    peer_stopped: Option<String>,
 }
 
 /// The coordinator of one pod's checkpoints (see the module documentation).
@@ -191,6 +202,7 @@ pub struct CheckpointCoordinator<R> {
     finished: BTreeSet<u32>,
     in_progress: Option<InProgress>,
     last_id: u64,
+    last_completed: Option<u64>,
     last_start: Instant,
     last_end: Instant,
     failures: u64,
@@ -216,6 +228,7 @@ impl<R> CheckpointCoordinator<R> {
             finished: BTreeSet::new(),
             in_progress: None,
             last_id,
+            last_completed: None,
             last_start: now,
             last_end: now,
             failures: 0,
@@ -296,6 +309,7 @@ impl<R> CheckpointCoordinator<R> {
             started: now,
             deadline: now + budget,
             last_error: String::new(),
+            peer_stopped: None,
         });
         if self.final_done || self.stopped {
             self.final_done = true;
@@ -308,6 +322,30 @@ impl<R> CheckpointCoordinator<R> {
     /// Whether a shutdown is in progress.
     pub fn shutting_down(&self) -> bool {
         self.shutdown.is_some()
+    }
+
+    /// The last checkpoint this process completed.
+    pub fn last_completed(&self) -> Option<u64> {
+        self.last_completed
+    }
+
+    /// With several pods, during a shutdown: the final checkpoint this pod stored its part of
+    /// and now waits for the other pods on. The driver then looks for stopped pods' notes.
+    pub fn final_waiting_for_peers(&self) -> Option<u64> {
+        let p = self.in_progress.as_ref()?;
+        (self.settings.replicas > 1
+            && self.shutdown.is_some()
+            && p.is_final
+            && p.waiting_tasks.is_empty())
+        .then_some(p.id)
+    }
+
+    /// A pod the final checkpoint in progress needs has exited after an earlier one (`why`):
+    /// the shutdown ends now (see [`ShutdownCheck::PeerStopped`]).
+    pub fn peer_stopped(&mut self, why: String) {
+        if let Some(sd) = self.shutdown.as_mut() {
+            sd.peer_stopped = Some(why);
+        }
     }
 
     /// Whether a checkpoint should start now. With one pod: right away for a shutdown (after a
@@ -463,6 +501,7 @@ impl<R> CheckpointCoordinator<R> {
         let p = self.in_progress.take()?;
         self.failures = 0;
         self.last_end = now;
+        self.last_completed = Some(p.id);
         if p.after_input_ended && !p.is_final {
             // a SIGTERM from now on has nothing left to checkpoint
             self.final_done = true;
@@ -525,6 +564,13 @@ impl<R> CheckpointCoordinator<R> {
             return ShutdownCheck::Done {
                 signal: sd.signal,
                 waited,
+            };
+        }
+        if let Some(why) = &sd.peer_stopped {
+            return ShutdownCheck::PeerStopped {
+                signal: sd.signal,
+                waited,
+                why: why.clone(),
             };
         }
         if now > sd.deadline {
@@ -891,6 +937,38 @@ mod tests {
                 waited: Duration::ZERO
             },
             "the unfinishable tick is not waited for"
+        );
+    }
+
+    #[test]
+    fn a_final_checkpoint_a_stopped_pod_cannot_join_ends_the_shutdown_at_once() {
+        // The other pod stopped after the final checkpoint of an earlier tick.
+        let t0 = Instant::now();
+        let mut c: CheckpointCoordinator<&str> =
+            CheckpointCoordinator::new(settings(2), [1], 100, t0);
+        assert!(c.begin_shutdown("SIGTERM", t0));
+        let s = c.maybe_start(t0, 1_010_000).expect("tick 101");
+        assert_eq!(c.final_waiting_for_peers(), None, "own part not stored yet");
+        c.snapshot_stored(1, s.id, 1, 1);
+        assert_eq!(c.final_waiting_for_peers(), Some(101));
+        assert_eq!(c.check_shutdown(t0 + S), ShutdownCheck::Running);
+        c.peer_stopped("pod 0 stopped after checkpoint 100".into());
+        assert_eq!(
+            c.check_shutdown(t0 + S),
+            ShutdownCheck::PeerStopped {
+                signal: "SIGTERM",
+                waited: S,
+                why: "pod 0 stopped after checkpoint 100".into()
+            }
+        );
+        let mut running: CheckpointCoordinator<&str> =
+            CheckpointCoordinator::new(settings(2), [1], 100, t0);
+        let s = running.maybe_start(t0, 1_010_000).expect("tick 101");
+        running.snapshot_stored(1, s.id, 1, 1);
+        assert_eq!(
+            running.final_waiting_for_peers(),
+            None,
+            "only a shutdown gives up on its peers"
         );
     }
 

@@ -8,9 +8,10 @@ use crate::checkpoint::catalog::RestoreFrom;
 use crate::checkpoint::retention::plan_retention;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::transfer::{
-    load_catalog, read_manifest, read_marker, upload_task, write_marker, StoredSsts, TransferError,
+    load_catalog, read_manifest, read_marker, read_stopped_note, upload_task, write_marker,
+    write_stopped_note, StoredSsts, TransferError,
 };
-use crate::checkpoint::{checkpoint_dir, task_manifest_path, CompletedMarker};
+use crate::checkpoint::{checkpoint_dir, task_manifest_path, CompletedMarker, StoppedNote};
 use crate::job::admin::{AdminRequest, CheckpointFailure, CheckpointReply};
 use crate::job::status::{
     CheckpointFailureInfo, CheckpointFailureKind, CheckpointInfo, SharedStatus, TaskStatus,
@@ -88,8 +89,22 @@ impl JobDriver {
             match self.coordinator.check_shutdown(Instant::now()) {
                 ShutdownCheck::Running => {}
                 ShutdownCheck::Done { signal, waited } => {
+                    self.leave_stopped_note();
                     eprintln!(
                         "weir: {signal} handled: final checkpoint done after {:.1}s; exiting",
+                        waited.as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                ShutdownCheck::PeerStopped {
+                    signal,
+                    waited,
+                    why,
+                } => {
+                    eprintln!(
+                        "weir: {signal} handled after {:.1}s without a final checkpoint: {why}, so \
+                         this pod's final checkpoint cannot complete; exiting, and the next start \
+                         restores from the newest completed checkpoint",
                         waited.as_secs_f64()
                     );
                     return Ok(());
@@ -106,6 +121,64 @@ impl JobDriver {
                     })
                 }
             }
+        }
+    }
+
+    /// With several pods: tells the others this pod exited after its last completed
+    /// checkpoint and read nothing since, so their final checkpoints need not wait for it.
+    fn leave_stopped_note(&self) {
+        let Some(id) = self.coordinator.last_completed() else {
+            return;
+        };
+        if self.cfg.replicas <= 1 {
+            return;
+        }
+        let note = StoppedNote {
+            ordinal: self.cfg.ordinal,
+            checkpoint_id: id,
+            stopped_at: chrono::Utc::now(),
+        };
+        if let Err(e) = write_stopped_note(&self.storage, &note) {
+            tracing::warn!("leaving the stopped note: {e}");
+        }
+    }
+
+    /// During a shutdown, the final checkpoint `id` waits on the other pods: the first pod it
+    /// needs that exited after an earlier checkpoint (pod 0 writes the marker; every other pod
+    /// its tasks' manifests), if any.
+    fn stopped_peer(&self, id: u64) -> Result<Option<String>, TransferError> {
+        for ordinal in (0..self.cfg.replicas).filter(|o| *o != self.cfg.ordinal) {
+            let Some(note) = read_stopped_note(&self.storage, ordinal)? else {
+                continue;
+            };
+            if note.checkpoint_id >= id {
+                continue;
+            }
+            let mut needed = ordinal == 0;
+            for t in self.cfg.plan.tasks_for(ordinal, self.cfg.replicas) {
+                needed = needed || self.storage.size(&task_manifest_path(id, t))?.is_none();
+            }
+            if needed {
+                return Ok(Some(format!(
+                    "pod {ordinal} stopped after checkpoint {} at {}",
+                    note.checkpoint_id,
+                    note.stopped_at.to_rfc3339()
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The final checkpoint this pod is stopping with still waits for the others: gives it up
+    /// when one of them has already exited (see [`Self::stopped_peer`]).
+    fn give_up_on_stopped_peers(&mut self) {
+        let Some(id) = self.coordinator.final_waiting_for_peers() else {
+            return;
+        };
+        match self.stopped_peer(id) {
+            Ok(Some(why)) => self.coordinator.peer_stopped(why),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("looking for stopped pods: {e}"),
         }
     }
 
@@ -254,7 +327,10 @@ impl JobDriver {
                 for t in all.iter().filter(|t| !mine.contains(t)) {
                     match self.storage.size(&task_manifest_path(id, *t)) {
                         Ok(Some(_)) => {}
-                        Ok(None) => return Ok(()),
+                        Ok(None) => {
+                            self.give_up_on_stopped_peers();
+                            return Ok(());
+                        }
                         Err(e) => {
                             return self
                                 .fail_checkpoint(e.to_string(), CheckpointFailureKind::Storage)
@@ -290,7 +366,10 @@ impl JobDriver {
         } else {
             match read_marker(&self.storage, id) {
                 Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    self.give_up_on_stopped_peers();
+                    return Ok(());
+                }
                 Err(e) => {
                     return self.fail_checkpoint(e.to_string(), CheckpointFailureKind::Storage)
                 }

@@ -12,7 +12,7 @@ pub mod status;
 use crate::checkpoint::catalog::RestoreFrom;
 use crate::checkpoint::checkpoint_dir;
 use crate::checkpoint::storage::CheckpointStorage;
-use crate::checkpoint::transfer::StoredSsts;
+use crate::checkpoint::transfer::{delete_stopped_note, StoredSsts};
 use crate::job::restore::{restore_tasks, RestoreError, RestoreOptions};
 use crate::job::status::{JobStatus, RestoreInfo, SharedStatus, SkippedCheckpoint};
 use crate::metrics::Metrics;
@@ -161,6 +161,8 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
         &cfg.plan.job,
         rt.handle().clone(),
     )?;
+    // this pod takes part in checkpoints again (see `checkpoint`, "Several pods")
+    delete_stopped_note(&storage, cfg.ordinal)?;
     let my_tasks = cfg.plan.tasks_for(cfg.ordinal, cfg.replicas);
     let allow_empty =
         cfg.allow_non_restored_state || cfg.job.spec.upgrade_mode == UpgradeMode::Stateless;
