@@ -345,7 +345,7 @@ fn check_url(text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_crds::alert_subscription::EmailChannel;
+    use weir_crds::alert_subscription::{BasicAuth, EmailChannel};
 
     fn hook(url: &str, sign: Option<&str>) -> Option<WebhookChannel> {
         Some(WebhookChannel {
@@ -509,6 +509,63 @@ mod tests {
             "channel 'ch': email needs the operator's SMTP settings, which are not configured"
         );
         assert!(err(email, true).starts_with("channel 'ch': invalid email address 'x'"));
+    }
+
+    fn am(url: &str) -> ChannelSpec {
+        ChannelSpec {
+            alertmanager: Some(AlertmanagerChannel {
+                url: url.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn alertmanager_url_is_checked_naming_the_field_and_auth_comes_from_secrets() {
+        assert_eq!(
+            resolver(false)
+                .resolve(&am("http://am.monitoring:9093/"), "ch", &secrets())
+                .map(|n| n.kind())
+                .ok(),
+            Some("alertmanager")
+        );
+        assert_eq!(
+            err(am("am.monitoring:9093"), false),
+            "channel 'ch': alertmanager.url is not a usable URL: scheme 'am.monitoring' is not http or https"
+        );
+        assert!(err(am("not a url"), false)
+            .starts_with("channel 'ch': alertmanager.url is not a usable URL: "));
+        let key = |k: &str| SecretKeyRef {
+            name: "hooks".into(),
+            key: k.into(),
+        };
+        let mut bearer = am("https://am.example.com");
+        if let Some(a) = bearer.alertmanager.as_mut() {
+            a.bearer_token_secret = Some(key("ding-sign"));
+        }
+        assert!(resolver(false).resolve(&bearer, "ch", &secrets()).is_ok());
+        let mut both = bearer.clone();
+        if let Some(a) = both.alertmanager.as_mut() {
+            a.basic_auth = Some(BasicAuth {
+                username_secret: key("ding-sign"),
+                password_secret: key("gone"),
+            });
+        }
+        assert_eq!(
+            err(both.clone(), false),
+            "channel 'ch': set at most one of alertmanager.bearerTokenSecret, alertmanager.basicAuth"
+        );
+        if let Some(a) = both.alertmanager.as_mut() {
+            a.bearer_token_secret = None;
+        }
+        assert_eq!(
+            err(both.clone(), false),
+            "channel 'ch': Secret 'hooks' has no key 'gone'"
+        );
+        let keys: Vec<_> = secret_refs(&both).iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["ding-sign", "gone"]);
+        assert!(secret_refs(&am("http://am:9093")).is_empty());
     }
 
     #[test]
