@@ -2,11 +2,20 @@
 //! through a real Alertmanager (`prometheus-alertmanager`) to a webhook receiver.
 
 use super::*;
+use crate::alerting::delivery::deliver_due;
+use crate::alerting::dispatch::Disposition;
+use crate::alerting::engine::{AlertEngine, EngineConfig, EngineState, JobTick};
 use crate::alerting::model::fixtures::{alert, notification};
 use crate::alerting::notify::test_server::TestServer;
+use crate::alerting::notify::ChannelResolver;
+use crate::alerting::routing::{JobRouting, Subscription};
+use crate::alerting::rules::RuleResult;
 use chrono::TimeZone;
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use weir_crds::stream_job::Severity;
+use weir_crds::alert_subscription::{AlertSubscriptionSpec, AlertmanagerChannel, ChannelSpec};
+use weir_crds::stream_job::{Phase, Severity};
+use weir_crds::Dur;
 
 fn at(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
@@ -235,20 +244,91 @@ async fn wait_for(server: &TestServer, status: &str) -> serde_json::Value {
     panic!("no '{status}' notification from Alertmanager within 20 s; got {got:?}");
 }
 
+/// One engine round at `now` for job ads/ctr-samples with `results`, then delivery of what is
+/// due through the resolver (the operator's path); fails on any failed delivery.
+async fn round(
+    engine: &mut AlertEngine,
+    sub: &Subscription,
+    results: Vec<RuleResult>,
+    now: DateTime<Utc>,
+) -> usize {
+    let tick = JobTick {
+        job: JobRouting {
+            namespace: "ads".into(),
+            name: "ctr-samples".into(),
+            labels: BTreeMap::new(),
+        },
+        alert_labels: BTreeMap::from([("team".to_string(), "ads".to_string())]),
+        phase: Some(Phase::Running),
+        results,
+    };
+    engine.tick_job(now, &tick, std::slice::from_ref(sub));
+    let resolver = ChannelResolver::new(reqwest::Client::new(), None);
+    let reports = deliver_due(
+        engine,
+        now,
+        std::slice::from_ref(sub),
+        &BTreeMap::new(),
+        &resolver,
+        None,
+    )
+    .await;
+    for r in &reports {
+        assert_eq!(r.disposition, Disposition::Delivered, "{r:?}");
+    }
+    reports.len()
+}
+
+fn backpressure() -> RuleResult {
+    RuleResult {
+        rule: "backpressureHigh".into(),
+        severity: Some(Severity::Critical),
+        value: Some(0.93),
+        threshold: Some(0.8),
+        for_: Duration::ZERO,
+        never_suppressed: false,
+        inhibits: vec![],
+        summary: "ctr-samples is backpressured".into(),
+        description: "Tasks spent 93% of the time blocked on the sink.".into(),
+        error: None,
+    }
+}
+
 #[tokio::test]
 async fn a_real_alertmanager_routes_the_firing_alert_then_its_resolve() {
     let receiver = TestServer::start(|_| (200, String::new())).await;
     let am = start_alertmanager(&format!("{}/hook", receiver.base)).await;
-    let notifier = AlertmanagerNotifier::new(
-        reqwest::Client::new(),
-        &am.base,
-        None,
-        Duration::from_secs(60),
+    let sub = Subscription {
+        namespace: "ads".into(),
+        name: "oncall".into(),
+        spec: AlertSubscriptionSpec {
+            channels: vec![ChannelSpec {
+                alertmanager: Some(AlertmanagerChannel {
+                    url: am.base.clone(),
+                    resend_interval: Dur::secs(60),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            repeat_interval: Dur::secs(4 * 3600),
+            send_resolved: true,
+            ..Default::default()
+        },
+    };
+    let mut engine = AlertEngine::new(
+        EngineConfig {
+            external_url: "https://weir.example.com".into(),
+            ..Default::default()
+        },
+        EngineState::default(),
     );
-    let mut firing = alert("backpressureHigh", Severity::Critical, AlertStatus::Firing);
-    firing.starts_at = Utc::now() - chrono::Duration::minutes(2);
-    let sent = notifier.send(&notification(vec![firing.clone()])).await;
-    assert!(sent.is_ok(), "{sent:?}");
+    // Engine time runs a minute behind the wall clock, so the re-send a minute later and the
+    // resolve both happen by now (Alertmanager keeps an alert whose endsAt is ahead firing).
+    let start = Utc::now() - chrono::Duration::seconds(62);
+    assert_eq!(
+        round(&mut engine, &sub, vec![backpressure()], start).await,
+        1
+    );
 
     let got = wait_for(&receiver, "firing").await;
     assert_eq!(got["receiver"], "weir-test");
@@ -264,20 +344,32 @@ async fn a_real_alertmanager_routes_the_firing_alert_then_its_resolve() {
     ] {
         assert_eq!(a["labels"][k], v, "label {k} in {a}");
     }
-    assert_eq!(
-        a["annotations"]["summary"],
-        "backpressureHigh on ctr-samples"
-    );
+    assert_eq!(a["annotations"]["summary"], "ctr-samples is backpressured");
+    assert_eq!(a["annotations"]["value"], "0.93");
     assert_eq!(a["generatorURL"], "https://weir.example.com");
 
-    let mut resolved = firing;
-    resolved.status = AlertStatus::Resolved;
-    resolved.ends_at = Some(Utc::now());
-    let sent = notifier.send(&notification(vec![resolved])).await;
-    assert!(sent.is_ok(), "{sent:?}");
+    // A minute later the still-firing alert is re-sent (Alertmanager does not page again).
+    let later = start + chrono::Duration::seconds(61);
+    assert_eq!(
+        round(&mut engine, &sub, vec![backpressure()], later).await,
+        1
+    );
+
+    let resolved_at = later + chrono::Duration::seconds(1);
+    assert_eq!(round(&mut engine, &sub, vec![], resolved_at).await, 1);
     let got = wait_for(&receiver, "resolved").await;
     let a = &got["alerts"][0];
     assert_eq!(a["status"], "resolved");
     assert_eq!(a["labels"]["alertname"], "backpressureHigh");
     assert_eq!(a["labels"]["streamjob"], "ctr-samples");
+    assert_eq!(
+        a["endsAt"],
+        resolved_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    let firing_pages = receiver
+        .received()
+        .iter()
+        .filter(|r| r.json["status"] == "firing")
+        .count();
+    assert_eq!(firing_pages, 1, "the re-send did not page again");
 }
