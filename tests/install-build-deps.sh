@@ -3,9 +3,9 @@
 # the C toolchain pieces of the Rust dependencies (RocksDB; librdkafka with TLS
 # (libssl-dev), SASL (libsasl2-dev), gzip (zlib1g-dev) and zstd (libzstd-dev)), the
 # test services (aiosmtpd for SMTP, redis-server, prometheus-alertmanager for the Alertmanager
-# channel, s3s-fs for S3, tansu for Kafka,
-# stunnel4 as the TLS terminator in front of tansu, openssl for test certificates), and the
-# local Kubernetes cluster's dependencies (tests/cluster/install-deps.sh).
+# channel, s3s-fs for S3, tansu for Kafka, stunnel4 as the TLS terminator in front of tansu,
+# openssl for test certificates), and the local Kubernetes cluster's dependencies
+# (tests/cluster/install-deps.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/cluster/lib.sh"

@@ -500,8 +500,12 @@ impl AlertEngine {
     }
 }
 
-/// The rate-limit endpoint of a channel: `namespace/secret/key` of its URL Secret, if any.
+/// The rate-limit endpoint of a channel: `namespace/secret/key` of its URL Secret, if any
+/// (an Alertmanager's Secrets hold credentials, not its address).
 fn endpoint(sub: &Subscription, c: &weir_crds::alert_subscription::ChannelSpec) -> String {
+    if c.alertmanager.is_some() {
+        return String::new();
+    }
     secret_refs(c)
         .first()
         .map(|r| format!("{}/{}/{}", sub.namespace, r.name, r.key))

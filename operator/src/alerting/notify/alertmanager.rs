@@ -122,11 +122,6 @@ impl AlertmanagerNotifier {
             resend_interval,
         }
     }
-
-    /// The full URL posted to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
 }
 
 impl Notifier for AlertmanagerNotifier {
