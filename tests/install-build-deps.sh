@@ -2,14 +2,15 @@
 # Installs what building and testing Weir needs on Debian 12, idempotently:
 # the C toolchain pieces of the Rust dependencies (RocksDB; librdkafka with TLS
 # (libssl-dev), SASL (libsasl2-dev), gzip (zlib1g-dev) and zstd (libzstd-dev)), the
-# test services (aiosmtpd for SMTP, redis-server, s3s-fs for S3, tansu for Kafka,
-# stunnel4 as the TLS terminator in front of tansu, openssl for test certificates), and the
-# local Kubernetes cluster's dependencies (tests/cluster/install-deps.sh).
+# test services (aiosmtpd for SMTP, redis-server, prometheus-alertmanager for the Alertmanager
+# channel, s3s-fs for S3, tansu for Kafka, stunnel4 as the TLS terminator in front of tansu,
+# openssl for test certificates), and the local Kubernetes cluster's dependencies
+# (tests/cluster/install-deps.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/cluster/lib.sh"
 
-PKGS=(clang libclang-dev cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev zlib1g-dev libzstd-dev redis-server stunnel4 openssl)
+PKGS=(clang libclang-dev cmake pkg-config libssl-dev libcurl4-openssl-dev libsasl2-dev zlib1g-dev libzstd-dev redis-server stunnel4 openssl prometheus-alertmanager)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

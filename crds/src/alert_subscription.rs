@@ -109,6 +109,44 @@ pub struct ChannelSpec {
     /// Generic webhook with an Alertmanager-compatible body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookChannel>,
+    /// An existing Alertmanager: alerts are posted to its `/api/v2/alerts` and re-sent while
+    /// they fire, so its routes, silences and inhibitions apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerChannel>,
+}
+
+/// An Alertmanager to post alerts to (API v2).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerChannel {
+    /// Base URL, e.g. `http://alertmanager.monitoring:9093` (a path prefix such as
+    /// `/alertmanager` is kept); alerts go to `<url>/api/v2/alerts`.
+    #[schemars(regex(pattern = r"^https?://[^/?#\s]+"))]
+    pub url: String,
+    /// Re-send each firing alert this often; its `endsAt` is set 4 intervals ahead, so
+    /// Alertmanager keeps it firing between sends and resolves it by itself if Weir stops.
+    #[serde(default = "default_resend")]
+    pub resend_interval: Dur,
+    /// Secret key holding a bearer token (`Authorization: Bearer ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret: Option<SecretKeyRef>,
+    /// HTTP basic authentication, both parts from Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+fn default_resend() -> Dur {
+    Dur::secs(60)
+}
+
+/// HTTP basic authentication credentials, from Secrets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// Secret key holding the user name.
+    pub username_secret: SecretKeyRef,
+    /// Secret key holding the password.
+    pub password_secret: SecretKeyRef,
 }
 
 /// Email recipients.
@@ -202,12 +240,21 @@ impl ChannelSpec {
             (self.wecom.is_some(), "wecom"),
             (self.teams.is_some(), "teams"),
             (self.webhook.is_some(), "webhook"),
+            (self.alertmanager.is_some(), "alertmanager"),
         ] {
             if set {
                 v.push(name);
             }
         }
         v
+    }
+
+    /// How often a firing alert must be sent again to this channel regardless of the
+    /// subscription's `repeatInterval` (Alertmanager forgets alerts that are not re-sent).
+    pub fn resend_interval(&self) -> Option<std::time::Duration> {
+        self.alertmanager
+            .as_ref()
+            .map(|a| a.resend_interval.0.max(std::time::Duration::from_secs(1)))
     }
 
     /// The channel's display name: `name`, or `<kind>-<index>`.

@@ -16,6 +16,7 @@ use crate::alerting::dispatch::{
 use crate::alerting::lag::LagTrend;
 use crate::alerting::model::{Alert, AlertGroup, AlertStatus, Notification};
 use crate::alerting::notify::resolver::secret_refs;
+use crate::alerting::resend;
 use crate::alerting::routing::{JobRouting, Subscription};
 use crate::alerting::rules::{severity_str, RuleResult};
 use chrono::{DateTime, Utc};
@@ -111,6 +112,10 @@ pub struct AlertRecord {
     /// Per subscription (`namespace/name`): what was last sent.
     #[serde(default)]
     pub notified: BTreeMap<String, Notified>,
+    /// Per subscription channel that needs re-sends (Alertmanager): when it last got the
+    /// alert (see [`crate::alerting::resend`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resent: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// Per-job memory besides alerts: health aggregation and lag trend.
@@ -277,6 +282,7 @@ impl AlertEngine {
                 inhibits: Vec::new(),
                 labels: BTreeMap::new(),
                 notified: BTreeMap::new(),
+                resent: BTreeMap::new(),
             });
             if rec.phase == AlertPhase::Resolved {
                 rec.phase = AlertPhase::Pending;
@@ -320,6 +326,8 @@ impl AlertEngine {
         let prefix = format!("{}/", job_key(&tick.job.namespace, &tick.job.name));
         let suppressed_phase = phase_suppresses(tick.phase);
         let mut per_sub: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
+        // Re-sends to single channels: (subscription, channel index) → alerts.
+        let mut per_channel: BTreeMap<(String, usize), Vec<Alert>> = BTreeMap::new();
         let inhibited: Vec<String> = self
             .state
             .alerts
@@ -345,17 +353,26 @@ impl AlertEngine {
                 let sk = sub.key();
                 let muted = sub.muted(now);
                 let routes = rec.phase == AlertPhase::Firing && sub.routes(&tick.job, rec.severity);
-                let last = rec.notified.get(&sk);
+                let last = rec.notified.get(&sk).cloned();
                 if routes {
                     let repeat = chrono::Duration::from_std(sub.spec.repeat_interval.0)
                         .unwrap_or_else(|_| chrono::Duration::hours(4));
-                    let due = match last {
+                    let due = match &last {
                         None => true,
                         Some(n) => rec.severity > n.severity || now - n.at >= repeat,
                     };
                     let held = muted
                         || (suppressed_phase && !rec.never_suppressed)
                         || inhibited.contains(&rec.rule);
+                    if !held {
+                        let last_at = last.as_ref().map(|n| n.at);
+                        for i in resend::due_resends(sub, &mut rec.resent, last_at, now, due) {
+                            per_channel
+                                .entry((sk.clone(), i))
+                                .or_default()
+                                .push(to_alert(rec, AlertStatus::Firing));
+                        }
+                    }
                     if due && !held {
                         per_sub
                             .entry(sk.clone())
@@ -371,6 +388,7 @@ impl AlertEngine {
                     }
                 } else if last.is_some() {
                     // Resolved, or no longer severe enough for this subscription.
+                    resend::forget(&mut rec.resent, &sk);
                     if !sub.spec.send_resolved {
                         rec.notified.remove(&sk);
                     } else if !muted {
@@ -389,30 +407,30 @@ impl AlertEngine {
                 && rec.phase == AlertPhase::Resolved
                 && rec.notified.is_empty())
         });
+        let group = |sk: &str, alerts: Vec<Alert>| Notification {
+            receiver: sk.to_string(),
+            groups: vec![AlertGroup {
+                namespace: tick.job.namespace.clone(),
+                job: tick.job.name.clone(),
+                alerts,
+            }],
+            external_url: self.config.external_url.clone(),
+        };
         for (sk, alerts) in per_sub {
             let Some(sub) = subscriptions.iter().find(|s| s.key() == sk) else {
                 continue;
             };
-            let notification = Notification {
-                receiver: sk.clone(),
-                groups: vec![AlertGroup {
-                    namespace: tick.job.namespace.clone(),
-                    job: tick.job.name.clone(),
-                    alerts,
-                }],
-                external_url: self.config.external_url.clone(),
-            };
-            let endpoint = |c: &weir_crds::alert_subscription::ChannelSpec| {
-                secret_refs(c)
-                    .first()
-                    .map(|r| format!("{}/{}/{}", sub.namespace, r.name, r.key))
-                    .unwrap_or_default()
-            };
+            let notification = group(&sk, alerts);
             let fallback = sub.fallback_name().map(|name| ChannelTarget {
                 subscription: sk.clone(),
                 channel: name,
                 fallback: true,
-                endpoint: sub.spec.fallback.as_ref().map(endpoint).unwrap_or_default(),
+                endpoint: sub
+                    .spec
+                    .fallback
+                    .as_ref()
+                    .map(|c| endpoint(sub, c))
+                    .unwrap_or_default(),
                 kind: sub
                     .spec
                     .fallback
@@ -422,21 +440,25 @@ impl AlertEngine {
                     .to_string(),
             });
             for (i, channel) in sub.spec.channels.iter().enumerate() {
-                let target = ChannelTarget {
-                    subscription: sk.clone(),
-                    channel: channel.display_name(i),
-                    fallback: false,
-                    endpoint: endpoint(channel),
-                    kind: channel
-                        .kinds()
-                        .first()
-                        .copied()
-                        .unwrap_or("unknown")
-                        .to_string(),
-                };
+                self.state.outbox.enqueue(
+                    now,
+                    channel_target(sub, i, channel),
+                    fallback.clone(),
+                    notification.clone(),
+                );
+            }
+        }
+        // Re-sends keep an alert alive in the channel; they never go to the fallback (which
+        // would get one message per interval while the channel is down).
+        for ((sk, i), alerts) in per_channel {
+            let Some(sub) = subscriptions.iter().find(|s| s.key() == sk) else {
+                continue;
+            };
+            if let Some(channel) = sub.spec.channels.get(i) {
+                let notification = group(&sk, alerts);
                 self.state
                     .outbox
-                    .enqueue(now, target, fallback.clone(), notification.clone());
+                    .enqueue(now, channel_target(sub, i, channel), None, notification);
             }
         }
     }
@@ -475,6 +497,38 @@ impl AlertEngine {
         self.state
             .outbox
             .report(now, id, outcome, &self.config.dispatch)
+    }
+}
+
+/// The rate-limit endpoint of a channel: `namespace/secret/key` of its URL Secret, if any
+/// (an Alertmanager's Secrets hold credentials, not its address).
+fn endpoint(sub: &Subscription, c: &weir_crds::alert_subscription::ChannelSpec) -> String {
+    if c.alertmanager.is_some() {
+        return String::new();
+    }
+    secret_refs(c)
+        .first()
+        .map(|r| format!("{}/{}/{}", sub.namespace, r.name, r.key))
+        .unwrap_or_default()
+}
+
+/// Where the subscription's `i`-th channel is.
+fn channel_target(
+    sub: &Subscription,
+    i: usize,
+    channel: &weir_crds::alert_subscription::ChannelSpec,
+) -> ChannelTarget {
+    ChannelTarget {
+        subscription: sub.key(),
+        channel: channel.display_name(i),
+        fallback: false,
+        endpoint: endpoint(sub, channel),
+        kind: channel
+            .kinds()
+            .first()
+            .copied()
+            .unwrap_or("unknown")
+            .to_string(),
     }
 }
 

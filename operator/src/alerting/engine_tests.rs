@@ -5,8 +5,8 @@ use crate::alerting::routing::Subscription;
 use crate::alerting::rules::RuleResult;
 use chrono::TimeZone;
 use weir_crds::alert_subscription::{
-    AlertSubscriptionSpec, ChannelSpec, EmailChannel, JobSelector, MuteWindow, SecretKeyRef,
-    WebhookChannel,
+    AlertSubscriptionSpec, AlertmanagerChannel, ChannelSpec, EmailChannel, JobSelector, MuteWindow,
+    SecretKeyRef, WebhookChannel,
 };
 use weir_crds::Dur;
 
@@ -277,6 +277,50 @@ fn a_firing_alert_repeats_only_after_the_repeat_interval() {
         "repeat after 1h"
     );
     assert!(run(&mut e, t(61), &firing, &subs).is_empty());
+}
+
+#[test]
+fn alertmanager_hears_a_firing_alert_every_resend_interval_the_others_once() {
+    let am = ChannelSpec {
+        alertmanager: Some(AlertmanagerChannel {
+            url: "http://am:9093".into(),
+            resend_interval: Dur::secs(120),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let subs = [sub(
+        "oncall",
+        Severity::Warning,
+        &[],
+        vec![webhook("slack"), am],
+    )];
+    let mut e = AlertEngine::default();
+    let firing = tick(
+        "ctr",
+        "ads",
+        Phase::Running,
+        vec![result("checkpointFailures", Some(Severity::Warning), 0)],
+    );
+    let first = run(&mut e, t(0), &firing, &subs);
+    assert_eq!(first.len(), 2, "both channels get the first notification");
+    assert!(run(&mut e, t(1), &firing, &subs).is_empty());
+    let resent = run(&mut e, t(2), &firing, &subs);
+    assert_eq!(
+        resent.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["ads/oncall/alertmanager-1"],
+        "only Alertmanager hears it again"
+    );
+    assert!(run(&mut e, t(3), &firing, &subs).is_empty());
+    assert_eq!(run(&mut e, t(4), &firing, &subs).len(), 1);
+    let resolved = tick("ctr", "ads", Phase::Running, vec![]);
+    let sent = run(&mut e, t(5), &resolved, &subs);
+    assert_eq!(sent.len(), 2, "both get the resolve: {sent:?}");
+    assert!(sent
+        .iter()
+        .all(|(_, title)| title.starts_with("[RESOLVED]")));
+    assert!(run(&mut e, t(8), &resolved, &subs).is_empty());
+    assert!(e.state.alerts.is_empty());
 }
 
 #[test]

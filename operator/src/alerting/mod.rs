@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod prom_text;
+pub mod resend;
 pub mod routing;
 pub mod rules;
 pub mod scrape;

@@ -1,6 +1,7 @@
 //! Notifiers: one file per channel kind, a [`Notifier`] trait, and [`ChannelResolver`] which
 //! builds a notifier from a `ChannelSpec` and the Secrets it refers to.
 
+pub mod alertmanager;
 pub mod dingtalk;
 pub mod email;
 pub mod feishu;
@@ -23,7 +24,7 @@ use futures::future::BoxFuture;
 
 /// Sends notifications to one channel.
 pub trait Notifier: Send + Sync {
-    /// `email`, `slack`, `dingtalk`, `feishu`, `wecom`, `teams` or `webhook`.
+    /// `email`, `slack`, `dingtalk`, `feishu`, `wecom`, `teams`, `webhook` or `alertmanager`.
     fn kind(&self) -> &'static str;
     /// Sends one notification.
     fn send<'a>(&'a self, notification: &'a Notification)

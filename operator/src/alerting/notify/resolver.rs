@@ -2,6 +2,7 @@
 //! names the channel and the missing Secret, key or bad URL (so the AlertSubscription can say
 //! which channel is broken while the others keep working).
 
+use crate::alerting::notify::alertmanager::{AlertmanagerAuth, AlertmanagerNotifier};
 use crate::alerting::notify::dingtalk::DingTalkNotifier;
 use crate::alerting::notify::email::{EmailConfigError, EmailNotifier, SmtpSettings};
 use crate::alerting::notify::feishu::FeishuNotifier;
@@ -12,7 +13,9 @@ use crate::alerting::notify::wecom::WeComNotifier;
 use crate::alerting::notify::Notifier;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_crds::alert_subscription::{ChannelSpec, SecretKeyRef, WebhookChannel};
+use weir_crds::alert_subscription::{
+    AlertmanagerChannel, ChannelSpec, SecretKeyRef, WebhookChannel,
+};
 
 /// Secret contents as read from Kubernetes: Secret name → key → bytes (`data`, decoded).
 pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
@@ -22,7 +25,7 @@ pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 pub enum ChannelError {
     /// No kind field is set.
     #[error(
-        "channel '{channel}': set one of email, slack, dingtalk, feishu, wecom, teams, webhook"
+        "channel '{channel}': set one of email, slack, dingtalk, feishu, wecom, teams, webhook, alertmanager"
     )]
     NoKind {
         /// Channel name.
@@ -78,6 +81,24 @@ pub enum ChannelError {
         /// Why.
         reason: String,
     },
+    /// A URL written in the spec is not an absolute http(s) URL.
+    #[error("channel '{channel}': {field} is not a usable URL: {reason}")]
+    BadSpecUrl {
+        /// Channel name.
+        channel: String,
+        /// The field, e.g. `alertmanager.url`.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Two ways of authenticating are set where only one can be used.
+    #[error("channel '{channel}': set at most one of {fields}")]
+    ConflictingAuth {
+        /// Channel name.
+        channel: String,
+        /// The fields, e.g. `alertmanager.bearerTokenSecret, alertmanager.basicAuth`.
+        fields: &'static str,
+    },
     /// An email channel but the operator has no SMTP settings.
     #[error(
         "channel '{channel}': email needs the operator's SMTP settings, which are not configured"
@@ -111,8 +132,20 @@ pub struct ChannelResolver {
     smtp: Option<SmtpSettings>,
 }
 
-/// The Secret keys a channel reads (URL first, then the signing secret).
+/// The Secret keys a channel reads (URL first, then the signing secret; for Alertmanager its
+/// credentials).
 pub fn secret_refs(channel: &ChannelSpec) -> Vec<&SecretKeyRef> {
+    if let Some(am) = &channel.alertmanager {
+        return am
+            .bearer_token_secret
+            .iter()
+            .chain(
+                am.basic_auth
+                    .iter()
+                    .flat_map(|b| [&b.username_secret, &b.password_secret]),
+            )
+            .collect();
+    }
     [
         &channel.slack,
         &channel.dingtalk,
@@ -167,6 +200,9 @@ impl ChannelResolver {
             return Ok(Arc::new(n));
         }
         let c = self.client.clone();
+        if let Some(am) = &channel.alertmanager {
+            return Ok(Arc::new(alertmanager(c, name, am, secrets)?));
+        }
         let hook =
             |w: &Option<WebhookChannel>| -> Result<Option<(String, Option<String>)>, ChannelError> {
                 let Some(w) = w else { return Ok(None) };
@@ -210,6 +246,40 @@ impl ChannelResolver {
             channel: name.to_string(),
         })
     }
+}
+
+/// The Alertmanager notifier: URL from the spec, credentials from Secrets.
+fn alertmanager(
+    client: reqwest::Client,
+    name: &str,
+    am: &AlertmanagerChannel,
+    secrets: &SecretData,
+) -> Result<AlertmanagerNotifier, ChannelError> {
+    check_url(am.url.trim()).map_err(|reason| ChannelError::BadSpecUrl {
+        channel: name.to_string(),
+        field: "alertmanager.url",
+        reason,
+    })?;
+    let auth = match (&am.bearer_token_secret, &am.basic_auth) {
+        (Some(_), Some(_)) => {
+            return Err(ChannelError::ConflictingAuth {
+                channel: name.to_string(),
+                fields: "alertmanager.bearerTokenSecret, alertmanager.basicAuth",
+            })
+        }
+        (Some(t), None) => Some(AlertmanagerAuth::Bearer(text_value(name, t, secrets)?)),
+        (None, Some(b)) => Some(AlertmanagerAuth::Basic {
+            username: text_value(name, &b.username_secret, secrets)?,
+            password: text_value(name, &b.password_secret, secrets)?,
+        }),
+        (None, None) => None,
+    };
+    Ok(AlertmanagerNotifier::new(
+        client,
+        am.url.trim(),
+        auth,
+        am.resend_interval.0,
+    ))
 }
 
 /// A Secret value as trimmed text.
@@ -256,23 +326,26 @@ fn url_value(
         key: r.key.clone(),
         reason,
     };
-    let url = reqwest::Url::parse(&text).map_err(|e| bad(e.to_string()))?;
+    check_url(&text).map_err(bad)?;
+    Ok(text)
+}
+
+/// Whether `text` is an absolute http(s) URL with a host; why not otherwise.
+fn check_url(text: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
     if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(bad(format!(
-            "scheme '{}' is not http or https",
-            url.scheme()
-        )));
+        return Err(format!("scheme '{}' is not http or https", url.scheme()));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("no host".into()));
+        return Err("no host".into());
     }
-    Ok(text)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_crds::alert_subscription::EmailChannel;
+    use weir_crds::alert_subscription::{BasicAuth, EmailChannel};
 
     fn hook(url: &str, sign: Option<&str>) -> Option<WebhookChannel> {
         Some(WebhookChannel {
@@ -412,7 +485,7 @@ mod tests {
         );
         assert_eq!(
             err(ChannelSpec::default(), false),
-            "channel 'ch': set one of email, slack, dingtalk, feishu, wecom, teams, webhook"
+            "channel 'ch': set one of email, slack, dingtalk, feishu, wecom, teams, webhook, alertmanager"
         );
         assert_eq!(
             err(
@@ -436,6 +509,63 @@ mod tests {
             "channel 'ch': email needs the operator's SMTP settings, which are not configured"
         );
         assert!(err(email, true).starts_with("channel 'ch': invalid email address 'x'"));
+    }
+
+    fn am(url: &str) -> ChannelSpec {
+        ChannelSpec {
+            alertmanager: Some(AlertmanagerChannel {
+                url: url.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn alertmanager_url_is_checked_naming_the_field_and_auth_comes_from_secrets() {
+        assert_eq!(
+            resolver(false)
+                .resolve(&am("http://am.monitoring:9093/"), "ch", &secrets())
+                .map(|n| n.kind())
+                .ok(),
+            Some("alertmanager")
+        );
+        assert_eq!(
+            err(am("am.monitoring:9093"), false),
+            "channel 'ch': alertmanager.url is not a usable URL: scheme 'am.monitoring' is not http or https"
+        );
+        assert!(err(am("not a url"), false)
+            .starts_with("channel 'ch': alertmanager.url is not a usable URL: "));
+        let key = |k: &str| SecretKeyRef {
+            name: "hooks".into(),
+            key: k.into(),
+        };
+        let mut bearer = am("https://am.example.com");
+        if let Some(a) = bearer.alertmanager.as_mut() {
+            a.bearer_token_secret = Some(key("ding-sign"));
+        }
+        assert!(resolver(false).resolve(&bearer, "ch", &secrets()).is_ok());
+        let mut both = bearer.clone();
+        if let Some(a) = both.alertmanager.as_mut() {
+            a.basic_auth = Some(BasicAuth {
+                username_secret: key("ding-sign"),
+                password_secret: key("gone"),
+            });
+        }
+        assert_eq!(
+            err(both.clone(), false),
+            "channel 'ch': set at most one of alertmanager.bearerTokenSecret, alertmanager.basicAuth"
+        );
+        if let Some(a) = both.alertmanager.as_mut() {
+            a.bearer_token_secret = None;
+        }
+        assert_eq!(
+            err(both.clone(), false),
+            "channel 'ch': Secret 'hooks' has no key 'gone'"
+        );
+        let keys: Vec<_> = secret_refs(&both).iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["ding-sign", "gone"]);
+        assert!(secret_refs(&am("http://am:9093")).is_empty());
     }
 
     #[test]
