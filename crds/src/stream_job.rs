@@ -36,6 +36,13 @@ pub struct StreamJobSpec {
     #[serde(default = "default_parallelism")]
     #[schemars(range(min = 0, max = 1024))]
     pub parallelism: i32,
+    /// Key groups of keyed state (Flink's `maxParallelism`, default 128): behind an exchange in
+    /// one pod, keyed state is organised in this many groups, each owned by one task, so a keyed
+    /// stage runs at most this many tasks (wider jobs exchange through Kafka). Fixed for the
+    /// life of a job's state: a restore from a checkpoint taken with another value is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_parallelism: Option<u32>,
     /// CPU and memory for each runtime container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

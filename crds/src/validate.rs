@@ -76,6 +76,12 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Vec<SpecError> {
     if spec.parallelism < 0 {
         v.err("spec.parallelism", "must be 0 or more");
     }
+    if let Some(m) = spec.max_parallelism.filter(|m| !(1..=32768).contains(m)) {
+        v.err(
+            "spec.maxParallelism",
+            format!("must be between 1 and 32768 (the number of key groups), not {m}"),
+        );
+    }
     if spec.image.trim().is_empty() {
         v.err("spec.image", "must not be empty");
     }
@@ -795,6 +801,18 @@ mod tests {
     #[test]
     fn a_good_spec_has_no_errors() {
         assert_eq!(validate_spec(&spec(OK)), vec![]);
+    }
+
+    #[test]
+    fn max_parallelism_out_of_range_is_named() {
+        let mut s = spec(OK);
+        s.max_parallelism = Some(0);
+        let errs = validate_spec(&s);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.maxParallelism");
+        assert!(errs[0].message.contains("between 1 and 32768"), "{errs:?}");
+        s.max_parallelism = Some(256);
+        assert_eq!(validate_spec(&s), vec![]);
     }
 
     #[test]

@@ -489,6 +489,57 @@ fn a_pod_killed_and_a_rescale_from_two_pods_to_three_lose_and_double_nothing() {
     );
 }
 
+/// `spec.maxParallelism` sets the key groups: the results do not depend on it (5 groups over 4
+/// tasks, so uneven ranges, equal one task), every checkpoint records it, and a restore with
+/// another value, or with another number of tasks, is refused naming what changed.
+#[test]
+fn max_parallelism_sets_the_key_groups_and_a_restore_with_another_is_refused() {
+    let path = "examples/window-3m.yaml";
+    let (one, _) = run(path, 1, PODS_COUNT);
+    let base = tmp();
+    let (out, ck) = (base.path().join("out"), base.path().join("ck"));
+    let f = base.path().join("job.yaml");
+    let with = |groups: u32, partitions: u32| {
+        let text = patched(path, &out, &ck, partitions, PODS_COUNT, None);
+        let mut job: Yaml = serde_yaml::from_str(&text).unwrap();
+        job["spec"]["maxParallelism"] = Yaml::from(groups);
+        write(&f, &serde_yaml::to_string(&job).unwrap());
+        job_root(&ck, job["metadata"]["name"].as_str().unwrap())
+    };
+    let root = with(5, 4);
+    let state = base.path().join("state");
+    run_file_to_end(&f, &state, &[]);
+    assert_same(
+        path,
+        "with 5 key groups over 4 tasks",
+        &one,
+        &sink_output(base.path()),
+    );
+    let last = *completed_checkpoints(&root).last().unwrap();
+    let marker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!("chk-{last}/_COMPLETED"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["keyGroups"], 5, "{marker}");
+    let refused = |what: &str, expected: &str| {
+        let args = ["run", "-q", "-f", &p(&f), "--state-dir", &p(&state)];
+        let out = wait_with_timeout(spawn(&args, &[]), Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{what}: not refused: {stderr}");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+    };
+    with(6, 4);
+    refused(
+        "another maxParallelism",
+        &format!("checkpoint {last} was taken with spec.maxParallelism 5 and it is now 6"),
+    );
+    with(5, 2);
+    refused(
+        "another number of tasks",
+        &format!("checkpoint {last} was taken with 4 task(s) and the job now has 2"),
+    );
+}
+
 /// Pods stopped one after the other on different checkpoint ticks, as a StatefulSet's pods
 /// may be: the first completes its final checkpoint (the second takes part) and exits,
 /// leaving a note; the second's final checkpoint, on a later tick, needs the first, so it exits

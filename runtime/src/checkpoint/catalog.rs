@@ -189,6 +189,7 @@ mod tests {
             replicas: 1,
             is_final: false,
             pinned_from: None,
+            key_groups: None,
         }
     }
 

@@ -182,4 +182,8 @@ pub struct CompletedMarker {
     /// going back to the pin (which would replay input whose output is already committed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_from: Option<u64>,
+    /// The job's key groups (`spec.maxParallelism`) when it was taken; absent in checkpoints
+    /// from before the setting, which used the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<u32>,
 }

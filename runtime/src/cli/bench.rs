@@ -269,6 +269,7 @@ fn bench_checkpoint(
             replicas: 1,
             is_final: false,
             pinned_from: None,
+            key_groups: None,
         },
     )
     .map_err(|x| e(&x))?;

@@ -3,7 +3,7 @@
 //!
 //! A keyed operator whose input is not partitioned by its key (`plan::partitioning`) reads
 //! that input through an *exchange*: the producing task evaluates the key, maps it to one of
-//! [`KEY_GROUPS`] key groups (murmur2 of the key's bytes, as Kafka's Java client hashes keys)
+//! the job's key groups (`spec.maxParallelism`, default [`DEFAULT_KEY_GROUPS`]; murmur2 of the key's bytes, as Kafka's Java client hashes keys)
 //! and the key group to the task that owns it ([`owner`], Flink's contiguous ranges), and hands
 //! the record to that task in memory. Every task both sends and receives; each has one bounded
 //! inbox ([`Envelope`]s from every task, itself included).
@@ -31,9 +31,9 @@ pub mod outbound;
 use crate::kafka::partitioner::{murmur2, to_positive};
 use crate::record::Record;
 
-/// Key groups: the unit keyed state would move in when a stage is rescaled (Flink's default
-/// `maxParallelism`); a stage behind an exchange runs at most this many tasks.
-pub const KEY_GROUPS: u32 = 128;
+/// Key groups when `spec.maxParallelism` is not set (Flink's default): the unit keyed state
+/// is organised in behind an in-memory exchange; such a stage runs at most this many tasks.
+pub const DEFAULT_KEY_GROUPS: u32 = 128;
 
 /// Records per batch sent to one task.
 pub const BATCH: usize = 256;
@@ -41,15 +41,16 @@ pub const BATCH: usize = 256;
 /// Envelopes an inbox holds before senders keep the rest in their overflow.
 pub const INBOX_CAPACITY: usize = 64;
 
-/// The key group of `key`.
-pub fn key_group(key: &str) -> u32 {
-    to_positive(murmur2(key.as_bytes())).unsigned_abs() % KEY_GROUPS
+/// The key group (of `groups`) of `key`.
+pub fn key_group(key: &str, groups: u32) -> u32 {
+    to_positive(murmur2(key.as_bytes())).unsigned_abs() % groups.max(1)
 }
 
-/// The task (of `tasks`) that owns key group `group`: contiguous ranges, as Flink assigns them.
-pub fn owner(group: u32, tasks: u32) -> u32 {
+/// The task (of `tasks`) that owns key group `group` (of `groups`): contiguous ranges, as
+/// Flink assigns them.
+pub fn owner(group: u32, tasks: u32, groups: u32) -> u32 {
     let tasks = tasks.max(1);
-    ((u64::from(group) * u64::from(tasks)) / u64::from(KEY_GROUPS)) as u32
+    ((u64::from(group) * u64::from(tasks)) / u64::from(groups.max(1))) as u32
 }
 
 /// What goes through an exchange, in order per sender.
@@ -126,16 +127,18 @@ mod tests {
 
     #[test]
     fn key_groups_spread_keys_and_owners_cover_every_task_in_contiguous_ranges() {
-        let mut seen = [0u32; KEY_GROUPS as usize];
+        let mut seen = [0u32; DEFAULT_KEY_GROUPS as usize];
         for i in 0..10_000 {
-            seen[key_group(&format!("user-{i}")) as usize] += 1;
+            seen[key_group(&format!("user-{i}"), DEFAULT_KEY_GROUPS) as usize] += 1;
         }
         assert!(seen.iter().all(|n| *n > 30), "{seen:?}");
-        for tasks in [1u32, 2, 3, 4, 7, 128] {
-            let owners: Vec<u32> = (0..KEY_GROUPS).map(|g| owner(g, tasks)).collect();
-            assert!(owners.windows(2).all(|w| w[0] <= w[1]), "contiguous");
-            assert_eq!(owners.first(), Some(&0));
-            assert_eq!(owners.last(), Some(&(tasks - 1)));
+        for groups in [DEFAULT_KEY_GROUPS, 7, 1000] {
+            for tasks in [1u32, 2, 3, 4, 7].into_iter().filter(|t| *t <= groups) {
+                let owners: Vec<u32> = (0..groups).map(|g| owner(g, tasks, groups)).collect();
+                assert!(owners.windows(2).all(|w| w[0] <= w[1]), "contiguous");
+                assert_eq!(owners.first(), Some(&0));
+                assert_eq!(owners.last(), Some(&(tasks - 1)));
+            }
         }
     }
 }

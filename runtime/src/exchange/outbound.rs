@@ -10,6 +10,8 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 /// The sending side of every exchange of one task.
 pub struct Outbound {
     me: u32,
+    /// The job's key groups (`spec.maxParallelism`).
+    key_groups: u32,
     /// Inboxes of tasks `0..n`, by task id.
     targets: Vec<SyncSender<Envelope>>,
     /// `[exchange][target]`: records not sent yet.
@@ -20,8 +22,14 @@ pub struct Outbound {
 
 impl Outbound {
     /// Task `me`'s side of `exchanges` exchanges to `outboxes` (every task's inbox; the ids
-    /// must be `0..n`, which holds for the tasks of one pod that runs them all).
-    pub fn new(me: u32, mut outboxes: Vec<(u32, SyncSender<Envelope>)>, exchanges: usize) -> Self {
+    /// must be `0..n`, which holds for the tasks of one pod that runs them all), keys spread
+    /// over `key_groups` key groups.
+    pub fn new(
+        me: u32,
+        mut outboxes: Vec<(u32, SyncSender<Envelope>)>,
+        exchanges: usize,
+        key_groups: u32,
+    ) -> Self {
         outboxes.sort_by_key(|(t, _)| *t);
         debug_assert!(outboxes
             .iter()
@@ -30,6 +38,7 @@ impl Outbound {
         let n = outboxes.len();
         Outbound {
             me,
+            key_groups,
             targets: outboxes.into_iter().map(|(_, s)| s).collect(),
             batches: (0..exchanges).map(|_| vec![Vec::new(); n]).collect(),
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
@@ -45,7 +54,7 @@ impl Outbound {
     /// that need every record in one task).
     pub fn push(&mut self, exchange: usize, key: Option<&str>, record: Record) {
         let target = match key {
-            Some(k) => owner(key_group(k), self.tasks()) as usize,
+            Some(k) => owner(key_group(k, self.key_groups), self.tasks(), self.key_groups) as usize,
             None => 0,
         };
         let batch = &mut self.batches[exchange][target];
@@ -118,6 +127,7 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::DEFAULT_KEY_GROUPS;
     use std::sync::mpsc::{sync_channel, Receiver};
     use weir_expr::Value;
 
@@ -133,12 +143,12 @@ mod tests {
     fn records_go_to_the_owner_of_their_key_in_order_before_a_broadcast() {
         let (tx0, rx0) = sync_channel(16);
         let (tx1, rx1) = sync_channel(16);
-        let mut out = Outbound::new(0, vec![(1, tx1), (0, tx0)], 1);
+        let mut out = Outbound::new(0, vec![(1, tx1), (0, tx0)], 1, DEFAULT_KEY_GROUPS);
         // find one key per task
         let key_for = |t: u32| {
             (0..1000)
                 .map(|i| format!("k{i}"))
-                .find(|k| owner(key_group(k), 2) == t)
+                .find(|k| owner(key_group(k, DEFAULT_KEY_GROUPS), 2, DEFAULT_KEY_GROUPS) == t)
                 .expect("a key")
         };
         let (k0, k1) = (key_for(0), key_for(1));
@@ -162,7 +172,7 @@ mod tests {
     #[test]
     fn a_full_inbox_overflows_in_order_and_drains_when_there_is_room() {
         let (tx, rx) = sync_channel(1);
-        let mut out = Outbound::new(0, vec![(0, tx)], 1);
+        let mut out = Outbound::new(0, vec![(0, tx)], 1, DEFAULT_KEY_GROUPS);
         out.broadcast(0, || Message::Barrier(1));
         out.broadcast(0, || Message::Barrier(2));
         out.broadcast(0, || Message::End);
@@ -181,7 +191,7 @@ mod tests {
     #[test]
     fn full_batches_are_sent_at_once() {
         let (tx, rx) = sync_channel(16);
-        let mut out = Outbound::new(0, vec![(0, tx)], 1);
+        let mut out = Outbound::new(0, vec![(0, tx)], 1, DEFAULT_KEY_GROUPS);
         for i in 0..BATCH as i64 {
             out.push(0, None, rec(i));
         }

@@ -355,6 +355,7 @@ impl JobDriver {
                     RestoreFrom::Id(id) => Some(id),
                     RestoreFrom::Latest | RestoreFrom::None => None,
                 },
+                key_groups: Some(self.cfg.plan.key_groups),
             };
             if let Err(e) = write_marker(&self.storage, &marker) {
                 return self.fail_checkpoint(

@@ -13,6 +13,7 @@ use crate::checkpoint::catalog::RestoreFrom;
 use crate::checkpoint::checkpoint_dir;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::transfer::{delete_stopped_note, StoredSsts};
+use crate::exchange::DEFAULT_KEY_GROUPS;
 use crate::job::restore::{restore_tasks, RestoreError, RestoreOptions};
 use crate::job::status::{JobStatus, RestoreInfo, SharedStatus, SkippedCheckpoint};
 use crate::metrics::Metrics;
@@ -66,6 +67,17 @@ pub enum JobError {
         checkpoint: u64,
         /// Its task count.
         before: usize,
+        /// The plan's.
+        now: u32,
+    },
+    /// The checkpoint was taken with another `spec.maxParallelism` and the plan has keyed
+    /// exchanges.
+    #[error("checkpoint {checkpoint} was taken with spec.maxParallelism {before} and it is now {now}: keyed state is kept in {before} key groups, which cannot be regrouped; set spec.maxParallelism back to {before}, or start without state (restore.from: none)")]
+    KeyGroupsChanged {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Its key groups.
+        before: u32,
         /// The plan's.
         now: u32,
     },
@@ -285,8 +297,9 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
 }
 
 /// Keyed state behind an exchange lives in the task that owns its key group, so restoring a
-/// checkpoint taken with another number of tasks would put keys in the wrong task: refused
-/// (moving key groups between tasks on a rescale is not built yet).
+/// checkpoint taken with another number of tasks or key groups (`spec.maxParallelism`) would
+/// put keys in the wrong task: refused (moving key groups between tasks on a rescale is not
+/// built yet).
 fn check_rescale(cfg: &JobConfig, outcome: &restore::RestoreOutcome) -> Result<(), JobError> {
     if cfg.plan.exchanges.is_empty() {
         return Ok(());
@@ -294,14 +307,23 @@ fn check_rescale(cfg: &JobConfig, outcome: &restore::RestoreOutcome) -> Result<(
     let Some(id) = outcome.checkpoint_id else {
         return Ok(());
     };
-    let before = outcome
+    let marker = outcome
         .catalog
         .entries
         .iter()
         .find(|e| e.id == id)
-        .and_then(|e| e.marker.as_ref())
-        .map(|m| m.tasks.len());
-    match before {
+        .and_then(|e| e.marker.as_ref());
+    let groups = marker.map_or(DEFAULT_KEY_GROUPS, |m| {
+        m.key_groups.unwrap_or(DEFAULT_KEY_GROUPS)
+    });
+    if groups != cfg.plan.key_groups {
+        return Err(JobError::KeyGroupsChanged {
+            checkpoint: id,
+            before: groups,
+            now: cfg.plan.key_groups,
+        });
+    }
+    match marker.map(|m| m.tasks.len()) {
         Some(n) if n != cfg.plan.tasks as usize => Err(JobError::Rescale {
             checkpoint: id,
             before: n,

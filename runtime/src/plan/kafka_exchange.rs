@@ -36,10 +36,39 @@ pub fn topic_name(job: &str, operator: &str, input: &str) -> String {
         .collect()
 }
 
+/// Why an exchange goes through Kafka rather than memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhyKafka {
+    /// The job runs on several pods.
+    Pods,
+    /// One pod, but more tasks than key groups (`spec.maxParallelism`).
+    TasksAboveKeyGroups {
+        /// The plan's tasks.
+        tasks: u32,
+        /// Its key groups.
+        key_groups: u32,
+    },
+}
+
+impl WhyKafka {
+    /// What the user can set when no brokers are configured.
+    fn remedy(&self) -> String {
+        match self {
+            WhyKafka::Pods => "records must move between pods by key, and Weir moves them through Kafka: set spec.pipeline.exchange.brokers (or read a Kafka source), or run the job on one pod (spec.parallelism: 1)".into(),
+            WhyKafka::TasksAboveKeyGroups { tasks, key_groups } => format!("the job has {tasks} tasks and only {key_groups} key groups (spec.maxParallelism), so its records move between tasks through Kafka: set spec.pipeline.exchange.brokers (or read a Kafka source), or raise spec.maxParallelism to at least {tasks}"),
+        }
+    }
+}
+
 /// Inserts a Kafka exchange in front of every keyed input of `exchanges` (from
 /// `partitioning::analyse`). Without brokers (`pipeline.exchange.brokers`, or a Kafka source's)
-/// every such input is an error naming its operator and saying what to set.
-pub fn insert(plan: &mut JobPlan, exchanges: &[Exchange]) -> Result<(), Vec<SpecError>> {
+/// every such input is an error naming its operator, `why_kafka` (why the exchange cannot stay
+/// in memory) and what to set.
+pub fn insert(
+    plan: &mut JobPlan,
+    exchanges: &[Exchange],
+    why_kafka: &WhyKafka,
+) -> Result<(), Vec<SpecError>> {
     if exchanges.is_empty() {
         return Ok(());
     }
@@ -53,8 +82,12 @@ pub fn insert(plan: &mut JobPlan, exchanges: &[Exchange]) -> Result<(), Vec<Spec
             .map(|x| SpecError {
                 field: field_of(plan, &x.operator),
                 message: format!(
-                    "operator '{}' needs {} on input '{}', which is {}; records must move between pods by key, and Weir moves them through Kafka: set spec.pipeline.exchange.brokers (or read a Kafka source), or run the job on one pod (spec.parallelism: 1)",
-                    x.operator, x.need, x.input, x.partitioning
+                    "operator '{}' needs {} on input '{}', which is {}; {}",
+                    x.operator,
+                    x.need,
+                    x.input,
+                    x.partitioning,
+                    why_kafka.remedy()
                 ),
             })
             .collect());
@@ -216,6 +249,28 @@ spec:
         plan_exchanges(&mut one, 1).expect("in memory");
         assert_eq!(one.exchanges.len(), 2);
         assert!(one.kafka_exchanges.is_empty());
+    }
+
+    #[test]
+    fn more_tasks_than_key_groups_on_one_pod_go_through_kafka_and_say_so() {
+        let yaml = SPLICE.replace("    exchange: {brokers: \"b:9092\", partitions: 6}\n", "");
+        let mut p = plan(&yaml);
+        p.key_groups = 1;
+        assert!(p.tasks > 1, "the test needs several tasks");
+        let errs = plan_exchanges(&mut p, 1).expect_err("no brokers");
+        assert!(
+            errs[0].message.contains(&format!(
+                "raise spec.maxParallelism to at least {}",
+                p.tasks
+            )),
+            "{errs:?}"
+        );
+        assert!(!errs[0].message.contains("spec.parallelism: 1"), "{errs:?}");
+        let mut with_brokers = plan(SPLICE);
+        with_brokers.key_groups = 1;
+        plan_exchanges(&mut with_brokers, 1).expect("brokers are set");
+        assert!(with_brokers.exchanges.is_empty());
+        assert_eq!(with_brokers.kafka_exchanges.len(), 2);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct JobPlan {
     pub exchanges: Vec<PlannedExchange>,
     /// The keyed exchanges through Kafka ([`partitioning::plan_exchanges`]; none until then).
     pub kafka_exchanges: Vec<KafkaExchange>,
+    /// Key groups of keyed state behind an in-memory exchange (`spec.maxParallelism`).
+    pub key_groups: u32,
 }
 
 fn ms(d: weir_crds::Dur) -> i64 {
@@ -215,6 +217,9 @@ pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {
         tasks,
         exchanges: vec![],
         kafka_exchanges: vec![],
+        key_groups: spec
+            .max_parallelism
+            .unwrap_or(crate::exchange::DEFAULT_KEY_GROUPS),
     };
     // a repartition becomes a writer, a Kafka sink, a Kafka source and a reader
     repartition::expand(&mut plan);

@@ -18,6 +18,7 @@
 //!   unknown unless its input is in one task (conservative: an exchange too many costs time,
 //!   one too few gives wrong results).
 
+use super::kafka_exchange::WhyKafka;
 use super::JobPlan;
 use crate::operator::repartition::READ_SUFFIX;
 use crate::plan::SourceKind;
@@ -308,7 +309,7 @@ fn kind_name(kind: OperatorKind<'_>) -> &'static str {
 
 /// Gives `plan` an exchange in front of every keyed input that needs one: in memory
 /// (`crate::exchange`) when one pod runs every task and there are at most
-/// [`crate::exchange::KEY_GROUPS`] tasks, else through Kafka ([`super::kafka_exchange`]),
+/// `spec.maxParallelism` tasks (the job's key groups), else through Kafka ([`super::kafka_exchange`]),
 /// which needs brokers. Call after the Kafka partition counts are resolved; after Kafka
 /// exchanges were inserted, their topics must be created (`kafka::repartition::ensure_topics`).
 pub fn plan_exchanges(plan: &mut JobPlan, replicas: u32) -> Result<(), Vec<SpecError>> {
@@ -318,9 +319,15 @@ pub fn plan_exchanges(plan: &mut JobPlan, replicas: u32) -> Result<(), Vec<SpecE
     if needed.is_empty() {
         return Ok(());
     }
-    let in_memory = replicas <= 1 && plan.tasks <= crate::exchange::KEY_GROUPS;
-    if !in_memory {
-        return super::kafka_exchange::insert(plan, &needed);
+    if replicas > 1 {
+        return super::kafka_exchange::insert(plan, &needed, &WhyKafka::Pods);
+    }
+    if plan.tasks > plan.key_groups {
+        let why = WhyKafka::TasksAboveKeyGroups {
+            tasks: plan.tasks,
+            key_groups: plan.key_groups,
+        };
+        return super::kafka_exchange::insert(plan, &needed, &why);
     }
     if plan.tasks <= 1 {
         return Ok(());

@@ -40,6 +40,7 @@ impl TaskExchange {
         edges: Vec<ExchangeEdge>,
         channels: TaskChannels,
         me: u32,
+        key_groups: u32,
     ) -> Result<TaskExchange, String> {
         let keys = edges
             .iter()
@@ -55,7 +56,7 @@ impl TaskExchange {
         let to_stages: Vec<usize> = edges.iter().map(|e| e.to_stage).collect();
         Ok(TaskExchange {
             inbound: Inbound::new(&to_stages, &senders),
-            outbound: Outbound::new(me, channels.outboxes, edges.len()),
+            outbound: Outbound::new(me, channels.outboxes, edges.len(), key_groups),
             inbox: channels.inbox,
             stage_wm: vec![i64::MIN; stages],
             ended: vec![false; stages],

@@ -338,8 +338,13 @@ impl Task {
         let exchange = match (wiring.exchanges.is_empty(), start.exchange) {
             (true, _) => None,
             (false, Some(channels)) => Some(
-                exchange_io::TaskExchange::new(wiring.exchanges.clone(), channels, id)
-                    .map_err(build)?,
+                exchange_io::TaskExchange::new(
+                    wiring.exchanges.clone(),
+                    channels,
+                    id,
+                    plan.key_groups,
+                )
+                .map_err(build)?,
             ),
             (false, None) => {
                 return Err(build(
