@@ -676,35 +676,29 @@ async fn deploy(
     }
 
     // What the pods say: why they cannot start, what they restored, their checkpoints.
-    match restore_flow::start_failure(&pods) {
-        Some((pod, restore::StartFailure::NoRestorableCheckpoint(why))) => {
-            let message = format!("pod {pod} cannot restore its state: {why}");
-            if previous.phase != Some(Phase::Failed)
-                || previous.message.as_deref() != Some(&message)
-            {
-                events::warning(
-                    &ctx.recorder,
-                    regarding,
-                    "NoRestorableCheckpoint",
-                    message.clone(),
-                )
-                .await;
-            }
-            status::failed(
-                &mut next,
-                "NoRestorableCheckpoint",
-                &message,
-                obj.metadata.generation,
-                now,
-            );
-        }
+    let failed_start = match restore_flow::start_failure(&pods) {
+        Some((pod, restore::StartFailure::NoRestorableCheckpoint(why))) => Some((
+            "NoRestorableCheckpoint",
+            format!("pod {pod} cannot restore its state: {why}"),
+        )),
+        Some((pod, restore::StartFailure::IncompatibleState(why))) => Some((
+            "IncompatibleState",
+            format!("pod {pod} cannot restore the newest checkpoint with this spec: {why}"),
+        )),
         Some((pod, restore::StartFailure::StorageUnreachable(why))) => {
             let message = format!("pod {pod} cannot read checkpoint storage (retrying with backoff; nothing is deleted): {why}");
             if storage_condition(&mut next, false, "StorageUnreachable", &message, now) {
                 events::warning(&ctx.recorder, regarding, "StorageUnreachable", message).await;
             }
+            None
         }
-        None => {}
+        None => None,
+    };
+    if let Some((reason, message)) = failed_start {
+        if previous.phase != Some(Phase::Failed) || previous.message.as_deref() != Some(&message) {
+            events::warning(&ctx.recorder, regarding, reason, message.clone()).await;
+        }
+        status::failed(&mut next, reason, &message, obj.metadata.generation, now);
     }
     if next.phase == Some(Phase::Running) {
         let reports = restore_flow::reports(&ctx.http, &pods).await;

@@ -518,6 +518,10 @@ pub enum StartFailure {
     NoRestorableCheckpoint(String),
     /// Checkpoint storage could not be read; the pod restarts with backoff.
     StorageUnreachable(String),
+    /// The newest checkpoint's keyed state does not fit the spec (another
+    /// `spec.maxParallelism`, or another number of tasks behind an exchange): the job goes to
+    /// Failed until the spec is set back or the job starts without state.
+    IncompatibleState(String),
 }
 
 /// Classifies a runtime container's termination message (the runtime's last log lines).
@@ -534,6 +538,9 @@ pub fn classify_termination(message: &str) -> Option<StartFailure> {
     }
     if let Some(l) = line("reading checkpoints") {
         return Some(StartFailure::StorageUnreachable(l));
+    }
+    if let Some(l) = line("cannot be regrouped").or_else(|| line("cannot be moved between tasks")) {
+        return Some(StartFailure::IncompatibleState(l));
     }
     None
 }
@@ -838,6 +845,15 @@ pipeline:
         assert!(matches!(
             classify_termination("Error: reading checkpoints: s3 GET failed: connection refused"),
             Some(StartFailure::StorageUnreachable(_))
+        ));
+        let regrouped = "Error: checkpoint 9 was taken with spec.maxParallelism 64 and it is now 128: keyed state is kept in 64 key groups, which cannot be regrouped; set spec.maxParallelism back to 64, or start without state (restore.from: none)";
+        match classify_termination(regrouped) {
+            Some(StartFailure::IncompatibleState(l)) => assert!(l.contains("back to 64"), "{l}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify_termination("Error: checkpoint 9 was taken with 4 task(s) and the job now has 2: its keyed state behind an exchange cannot be moved between tasks yet"),
+            Some(StartFailure::IncompatibleState(_))
         ));
         assert_eq!(classify_termination("panicked at foo"), None);
     }
