@@ -319,6 +319,9 @@ pub struct StreamJobStatus {
     /// The restart nonce last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_restart_nonce: Option<String>,
+    /// The plan the pods run: tasks, key groups, stages and exchanges (read from a pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
     /// Latest checkpoint facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointStatus>,
@@ -594,4 +597,38 @@ pub struct ActiveAlert {
     pub since: DateTime<Utc>,
     /// Rendered summary.
     pub summary: String,
+}
+
+/// The plan the runtime made of the pipeline, as its pods report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// Tasks of the job (the largest source partition count); pod `i` of `N` runs tasks
+    /// `p % N == i`.
+    pub tasks: u32,
+    /// Key groups of keyed state (`spec.maxParallelism`).
+    pub key_groups: u32,
+    /// Stages: an operator reading an input through an exchange starts a new one.
+    pub stages: u32,
+    /// Where records move to the task that owns their key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<ExchangeStatus>,
+}
+
+/// One keyed exchange of the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeStatus {
+    /// The keyed operator.
+    pub operator: String,
+    /// Its input, as the spec names it.
+    pub input: String,
+    /// The key (CEL over `e`); absent: every record goes to one task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `memory` (between the tasks of one pod) or `kafka`.
+    pub transport: String,
+    /// The Kafka topic, for `kafka`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }

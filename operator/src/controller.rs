@@ -702,6 +702,9 @@ async fn deploy(
     }
     if next.phase == Some(Phase::Running) {
         let reports = restore_flow::reports(&ctx.http, &pods).await;
+        if let Some(plan) = reports.iter().find_map(|r| r.plan.clone()) {
+            next.plan = Some(plan);
+        }
         match restore::storage_failure(&reports) {
             Some(why) => {
                 let message = format!("checkpoints cannot reach storage (the job keeps running and retries every interval, up to checkpoint.tolerableFailures; nothing is deleted): {why}");

@@ -106,6 +106,9 @@ pub struct PodReport {
     /// The newest failed checkpoint, while failures are consecutive.
     #[serde(default)]
     pub last_checkpoint_failure: Option<ReportedFailure>,
+    /// The job's plan as the pod runs it.
+    #[serde(default)]
+    pub plan: Option<weir_crds::stream_job::PlanStatus>,
 }
 
 /// A failed checkpoint as a pod reports it.

@@ -407,6 +407,15 @@ fn same_on_two_pods(path: &str) {
         &patched_for_pods(path, name, base.path(), &broker.brokers, None),
     );
     let pods = vec![start_pod(base.path(), 0, 2), start_pod(base.path(), 1, 2)];
+    let plan = poll("the plan on GET /status", Duration::from_secs(60), || {
+        admin_status(pods[0].1).map(|s| s["plan"].clone())
+    });
+    assert_eq!(plan["tasks"], 4, "{path}: {plan}");
+    for x in plan["exchanges"].as_array().into_iter().flatten() {
+        assert_eq!(x["transport"], "kafka", "{path}: across pods: {plan}");
+        let topic = x["topic"].as_str().unwrap_or_default();
+        assert!(topic.ends_with("-exchange"), "{path}: {plan}");
+    }
     let stderr = finish_pods(pods);
     assert!(!stderr.contains("partial results"), "{stderr}");
     assert_same(path, "on two pods", &one, &sink_output(base.path()));

@@ -138,6 +138,17 @@ async fn pods_become_ready_and_the_job_running() -> Result<()> {
     let ns = &ns.name;
     deploy(&client, ns, "nexmark", 2).await?;
     wait_running(&client, ns, "nexmark", 2).await?;
+    // the plan the pods run, read from them: 4 generator partitions, a filter, no exchange
+    wait_for("status.plan", Duration::from_secs(60), || async {
+        let s = job_status(&client, ns, "nexmark").await?;
+        let plan = &s["plan"];
+        if plan["tasks"] == 4 && plan["stages"] == 1 && plan["keyGroups"] == 128 {
+            Ok(Some(()))
+        } else {
+            Err(plan.to_string())
+        }
+    })
+    .await?;
     ensure!(condition(
         &job_status(&client, ns, "nexmark")
             .await

@@ -145,6 +145,7 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
         phase: "Restoring".into(),
         ordinal: cfg.ordinal,
         replicas: cfg.replicas,
+        plan: Some(crate::plan::summary::summary(&cfg.plan)),
         ..Default::default()
     }));
     let (admin_tx, admin_rx) = mpsc::channel();

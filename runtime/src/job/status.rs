@@ -103,6 +103,9 @@ pub struct JobStatus {
     pub restored_from: Option<u64>,
     /// What was restored at start, with the checkpoints skipped; absent while restoring.
     pub restore: Option<RestoreInfo>,
+    /// The job's plan: tasks, key groups, stages, exchanges (`status.plan` of the StreamJob).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<weir_crds::stream_job::PlanStatus>,
     /// Tasks of this pod.
     pub tasks: Vec<TaskStatus>,
     /// Min watermark over this pod's tasks.

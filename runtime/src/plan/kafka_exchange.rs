@@ -95,15 +95,16 @@ pub fn insert(
     for x in exchanges {
         let via = format!("{}{VIA_SEPARATOR}{}", x.operator, x.input);
         let (key, partitions) = match &x.need {
-            KeyNeed::Key(k) => (k.clone(), settings.partitions),
+            KeyNeed::Key(k) => (Some(k.clone()), settings.partitions),
             // every record to one task: a topic with one partition
-            KeyNeed::AllInOneTask => ("'all'".to_string(), Some(1)),
+            KeyNeed::AllInOneTask => (None, Some(1)),
         };
+        let topic = topic_name(&plan.job, &x.operator, &x.input);
         let spec = RepartitionSpec {
-            key,
+            key: key.clone().unwrap_or_else(|| "'all'".to_string()),
             // unset: borrowed with the first Kafka source's security (`repartition::expand_one`)
             brokers: settings.brokers.clone(),
-            topic: Some(topic_name(&plan.job, &x.operator, &x.input)),
+            topic: Some(topic.clone()),
             partitions,
             exactly_once: settings.exactly_once,
             properties: settings.properties.clone(),
@@ -132,6 +133,8 @@ pub fn insert(
             operator: x.operator.clone(),
             input: x.input.clone(),
             via,
+            key,
+            topic,
         });
     }
     Ok(())

@@ -9,6 +9,7 @@
 pub mod kafka_exchange;
 pub mod partitioning;
 pub mod repartition;
+pub mod summary;
 
 use crate::operator;
 use crate::source::file::partition_files;
@@ -85,6 +86,10 @@ pub struct KafkaExchange {
     pub input: String,
     /// The inserted repartition operator whose output the operator reads instead.
     pub via: String,
+    /// The key records are partitioned by (`None`: all in one partition).
+    pub key: Option<String>,
+    /// The exchange topic.
+    pub topic: String,
 }
 
 /// The plan of a job.
