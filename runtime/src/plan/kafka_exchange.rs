@@ -155,10 +155,7 @@ mod tests {
     use super::*;
     use crate::plan::partitioning::{analyse, plan_exchanges};
 
-    fn plan(yaml: &str) -> JobPlan {
-        let job: weir_crds::StreamJob = serde_yaml::from_str(yaml).expect("manifest");
-        crate::plan::plan_job(&job).expect("plan")
-    }
+    use crate::plan::plan_yaml as plan;
 
     const SPLICE: &str = r#"
 apiVersion: weir.dev/v1alpha1

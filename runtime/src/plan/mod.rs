@@ -119,6 +119,13 @@ fn ms(d: weir_crds::Dur) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Plans the StreamJob manifest `yaml` (tests), panicking on any problem.
+#[cfg(test)]
+pub(crate) fn plan_yaml(yaml: &str) -> JobPlan {
+    let job: StreamJob = serde_yaml::from_str(yaml).expect("manifest");
+    plan_job(&job).expect("plan")
+}
+
 /// Plans `job`: validates the spec, checks every kind is supported, compiles every
 /// expression and lists source partitions. All problems are returned, each naming its field.
 pub fn plan_job(job: &StreamJob) -> Result<JobPlan, Vec<SpecError>> {

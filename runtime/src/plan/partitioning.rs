@@ -381,10 +381,7 @@ pub fn unmet_exchanges(plan: &JobPlan, report: &PartitioningReport) -> String {
 mod tests {
     use super::*;
 
-    fn plan(yaml: &str) -> JobPlan {
-        let job: weir_crds::StreamJob = serde_yaml::from_str(yaml).expect("manifest");
-        crate::plan::plan_job(&job).expect("plan")
-    }
+    use crate::plan::plan_yaml as plan;
 
     fn job(sources: &str, operators: &str) -> String {
         format!(

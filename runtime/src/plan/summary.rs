@@ -62,10 +62,7 @@ mod tests {
     use super::*;
     use crate::plan::partitioning::plan_exchanges;
 
-    fn plan(yaml: &str) -> JobPlan {
-        let job: weir_crds::StreamJob = serde_yaml::from_str(yaml).expect("manifest");
-        crate::plan::plan_job(&job).expect("plan")
-    }
+    use crate::plan::plan_yaml as plan;
 
     /// Two keyed stages in a row (a window by auction, then a count of its results by window
     /// start) behind a filter: three stages.

@@ -223,10 +223,7 @@ impl Wiring {
 mod tests {
     use super::*;
 
-    fn plan(yaml: &str) -> JobPlan {
-        let job: weir_crds::StreamJob = serde_yaml::from_str(yaml).expect("manifest");
-        crate::plan::plan_job(&job).expect("plan")
-    }
+    use crate::plan::plan_yaml as plan;
 
     const JOB: &str = r#"
 apiVersion: weir.dev/v1alpha1
