@@ -497,9 +497,12 @@ pub struct JobHealth {
     pub records_in_per_second: f64,
     /// Sum of records out per second.
     pub records_out_per_second: f64,
-    /// Max event-time lag, ms.
+    /// Max event-time lag (wall clock − watermark), ms: only for jobs whose input's event time follows the wall clock (Kafka); unset for generators and file replays, whose event times are synthetic or historical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_lag_ms: Option<f64>,
+    /// Max over tasks of the processing-time delay behind the input's head, ms: how far a rate-limited generator is behind its schedule (0 for an unbounded one); for Kafka 0 when caught up, else the event-time lag; unset for file replays. `lagGrowing` fires on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_delay_ms: Option<f64>,
     /// Max Kafka consumer lag over the job's Kafka partitions: records between a task's position and the partition's end (unset without Kafka sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_lag: Option<i64>,

@@ -13,7 +13,8 @@
 //! | `weir_task_idle_ms_total` | counter | ms spent waiting for input |
 //! | `weir_task_backpressured_ms_total` | counter | ms spent blocked writing to sinks |
 //! | `weir_task_watermark_ms` | gauge | task watermark, epoch ms |
-//! | `weir_task_event_time_lag_ms` | gauge | wall clock − watermark, ms |
+//! | `weir_task_input_delay_ms` | gauge | processing-time delay behind the input's head, ms: a rate-limited generator's delay behind its schedule (0 for an unbounded one), a Kafka task's 0 when caught up else the event-time lag; absent for file replays (see `task::input_lag`) |
+//! | `weir_task_event_time_lag_ms` | gauge | wall clock − watermark, ms; only for tasks whose every input's event time follows the wall clock (Kafka), absent for generators and file replays (synthetic or historical event time) |
 //! | `weir_task_latency_seconds` | histogram | source read → sink write, seconds |
 //! | `weir_task_checkpoint_duration_seconds` | gauge | duration of the last completed checkpoint |
 //! | `weir_task_checkpoint_size_bytes` | gauge | bytes the task's last checkpoint references |
@@ -74,6 +75,7 @@ pub struct Metrics {
     backpressured_ms: Family<TaskLabels, Counter>,
     watermark: Family<TaskLabels, Gauge>,
     lag: Family<TaskLabels, Gauge>,
+    input_delay: Family<TaskLabels, Gauge>,
     latency: Family<TaskLabels, Histogram>,
     ckpt_duration: Family<TaskLabels, FGauge>,
     ckpt_size: Family<TaskLabels, Gauge>,
@@ -105,8 +107,6 @@ pub struct TaskMetrics {
     pub backpressured_ms: Counter,
     /// Watermark.
     pub watermark: Gauge,
-    /// Event-time lag.
-    pub lag: Gauge,
     /// End-to-end latency.
     pub latency: Histogram,
     /// Last checkpoint duration.
@@ -123,12 +123,43 @@ pub struct TaskMetrics {
     pub ckpt_last_ts: FGauge,
     /// Restores.
     pub restarts: Counter,
+    lag: Family<TaskLabels, Gauge>,
+    input_delay: Family<TaskLabels, Gauge>,
     kafka_lag: Family<TaskLabels, Gauge>,
     source_lag: Family<SourcePartitionLabels, Gauge>,
     labels: TaskLabels,
 }
 
+/// Sets `family`'s series of `labels` to `value`, or removes it (`None`).
+fn set_or_remove(family: &Family<TaskLabels, Gauge>, labels: &TaskLabels, value: Option<i64>) {
+    match value {
+        Some(v) => {
+            family.get_or_create(labels).set(v);
+        }
+        None => {
+            family.remove(labels);
+        }
+    }
+}
+
 impl TaskMetrics {
+    /// Sets the event-time lag (ms), or removes the series when the task's event time does not
+    /// follow the wall clock.
+    pub fn set_event_time_lag(&self, lag_ms: Option<i64>) {
+        set_or_remove(&self.lag, &self.labels, lag_ms);
+    }
+
+    /// Sets the input delay (ms), or removes the series when no input knows its delay.
+    pub fn set_input_delay(&self, delay_ms: Option<i64>) {
+        set_or_remove(&self.input_delay, &self.labels, delay_ms);
+    }
+
+    /// The exported event-time lag, input delay and Kafka lag (for the progress line).
+    pub fn lags(&self) -> (Option<i64>, Option<i64>, Option<i64>) {
+        let get = |f: &Family<TaskLabels, Gauge>| f.get(&self.labels).map(|g| g.get());
+        (get(&self.lag), get(&self.input_delay), get(&self.kafka_lag))
+    }
+
     /// Sets the largest lag of the task's Kafka partitions (records). The series exists only
     /// once set, so jobs without Kafka sources have none.
     pub fn set_kafka_lag(&self, lag: u64) {
@@ -172,6 +203,7 @@ impl Metrics {
             backpressured_ms: Family::default(),
             watermark: Family::default(),
             lag: Family::default(),
+            input_delay: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             ckpt_duration: Family::default(),
             ckpt_size: Family::default(),
@@ -225,8 +257,13 @@ impl Metrics {
         );
         registry.register(
             "weir_task_event_time_lag_ms",
-            "Wall clock minus watermark, ms",
+            "Wall clock minus watermark, ms; only for tasks whose inputs' event time follows the wall clock (Kafka), not for generators or file replays",
             m.lag.clone(),
+        );
+        registry.register(
+            "weir_task_input_delay_ms",
+            "Processing-time delay behind the input's head, ms: a rate-limited generator's delay behind its schedule, a Kafka task's 0 when caught up else its event-time lag; absent for file replays",
+            m.input_delay.clone(),
         );
         registry.register(
             "weir_task_latency_seconds",
@@ -296,7 +333,6 @@ impl Metrics {
             idle_ms: self.idle_ms.get_or_create(&l).clone(),
             backpressured_ms: self.backpressured_ms.get_or_create(&l).clone(),
             watermark: self.watermark.get_or_create(&l).clone(),
-            lag: self.lag.get_or_create(&l).clone(),
             latency: self.latency.get_or_create(&l).clone(),
             ckpt_duration: self.ckpt_duration.get_or_create(&l).clone(),
             ckpt_size: self.ckpt_size.get_or_create(&l).clone(),
@@ -305,6 +341,8 @@ impl Metrics {
             ckpt_last_id: self.ckpt_last_id.get_or_create(&l).clone(),
             ckpt_last_ts: self.ckpt_last_ts.get_or_create(&l).clone(),
             restarts: self.restarts.get_or_create(&l).clone(),
+            lag: self.lag.clone(),
+            input_delay: self.input_delay.clone(),
             kafka_lag: self.kafka_lag.clone(),
             source_lag: self.source_lag.clone(),
             labels: l,

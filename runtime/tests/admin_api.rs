@@ -75,6 +75,15 @@ spec:
         metrics.contains("weir_task_latency_seconds_bucket"),
         "{metrics}"
     );
+    // a generator's lag is its delay behind schedule; its 2023 event time is no lag
+    assert!(
+        metrics.contains("weir_task_input_delay_ms{job=\"adm\",task=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("weir_task_event_time_lag_ms{"),
+        "{metrics}"
+    );
     let (code, status) = http(port, "GET", "/status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();

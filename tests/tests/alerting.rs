@@ -8,9 +8,11 @@
 //!   warning (critical threshold out of reach), then the critical subscriber gets an email (real
 //!   SMTP server, `aiosmtpd`) and a DingTalk message (the receiver checks the signature as
 //!   DingTalk does) and the warning subscriber its webhook, within two scrape intervals (5 s)
-//!   of the job running; lifting the throttle sends both a resolved message; a plain upgrade
-//!   pages no one; breaking the DingTalk Secret sets `ChannelsValid=False` while email still
-//!   delivers, and `status.channels[].lastDelivery` gives each channel's outcome and error.
+//!   of the job running; throttled, the generator's lag is its delay behind schedule
+//!   (`health.inputDelayMs` over 5 s) and there is no event-time lag (its event time is
+//!   synthetic); lifting the throttle sends both a resolved message; a plain upgrade
+//!   pages no one and leaves the generator on schedule; breaking the DingTalk Secret sets
+//!   `ChannelsValid=False` while email still delivers, and `status.channels[].lastDelivery` gives each channel's outcome and error.
 //!   Its operator release (admin port 18092) runs with the chart's `alerting.*` values.
 //!
 //! The other two make alerts fire without a throttle:
@@ -460,14 +462,13 @@ fn throttled_job(limit: Option<f64>, rate: u64, critical: f64) -> serde_json::Va
     if let Some(limit) = limit {
         job["spec"]["pipeline"]["sinks"][0]["maxRecordsPerSecond"] = limit.into();
     }
-    // The test is about backpressure paging by severity. Rules it does not test are off: the
-    // rate-limited generator's event time runs from a 2023 epoch far slower than the clock, so
-    // `lagGrowing` always goes pending (event-time lag of years, "growing"), and each of the
-    // test's upgrades restores every task, which `restartLoop` counts (issue 16 replaces
-    // event-time lag for generators).
+    // The test is about backpressure paging by severity. `lagGrowing` stays on: it reads the
+    // generator's delay behind its schedule (`health.inputDelayMs`), which restarts at 0 with
+    // each upgrade, so it can at most go pending while throttled (`for: 10m`) and clears once
+    // the throttle is lifted; the generator's 2023 event time no longer counts as lag.
+    // `restartLoop` is off: each of the test's upgrades restores every task, which it counts.
     job["spec"]["alerting"] = serde_json::json!({"rules": {
         "backpressureHigh": {"warning": 0.5, "critical": critical, "for": "0s"},
-        "lagGrowing": {"disabled": true},
         "restartLoop": {"disabled": true},
     }});
     job
@@ -754,6 +755,23 @@ async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
         .await?;
     }
 
+    // The throttled generator falls behind its schedule (40 records/s due, 2/s written): its
+    // lag is that processing-time delay, not the years between its 2023 event time and now.
+    wait_for(
+        "health.inputDelayMs over 5 s and no event-time lag while throttled",
+        Duration::from_secs(60),
+        || async {
+            let st = job_status(&client, ns, "throttled").await?;
+            let delay = st["health"]["inputDelayMs"].as_f64().unwrap_or_default();
+            if delay > 5000.0 && st["health"]["eventTimeLagMs"].is_null() {
+                Ok(Some(()))
+            } else {
+                Err(st["health"].to_string())
+            }
+        },
+    )
+    .await?;
+
     // 3. Lift the throttle (a spec edit: the job is upgraded): both get a resolved message.
     apply_job(&client, ns, &throttled_job(None, 40, 0.8)).await?;
     wait_for(
@@ -802,6 +820,13 @@ async fn a_throttled_sink_pages_by_severity_and_resolves() -> Result<()> {
     ensure!(
         st["activeAlerts"].as_array().is_none_or(|a| a.is_empty()),
         "no alert after the upgrade: {st}"
+    );
+    // Unthrottled, the generator keeps its schedule.
+    let delay = st["health"]["inputDelayMs"].as_f64();
+    ensure!(
+        delay.is_some_and(|d| d < 5000.0) && st["health"]["eventTimeLagMs"].is_null(),
+        "an unthrottled generator is on schedule, without event-time lag: {}",
+        st["health"]
     );
     ensure!(
         inbox(&smtp, &received) == before,

@@ -7,7 +7,8 @@
 //! | busy | max over tasks of Δ`weir_task_busy_ms_total` / elapsed ms |
 //! | latencyP99Ms | max over tasks of the p99 of `weir_task_latency_seconds` (buckets added between the scrapes, else all) |
 //! | recordsIn/OutPerSecond | sum over tasks of the rate of `weir_task_records_{in,out}_total` |
-//! | eventTimeLagMs | max over tasks of `weir_task_event_time_lag_ms` |
+//! | eventTimeLagMs | max over tasks of `weir_task_event_time_lag_ms` (exported only where event time follows the wall clock) |
+//! | inputDelayMs | max over tasks of `weir_task_input_delay_ms` (processing-time delay behind the input's head) |
 //! | kafkaLag | max over tasks of `weir_task_kafka_lag_records` (unset when no task has one) |
 //! | watermarkMs | min over tasks of `weir_task_watermark_ms` (tasks without a watermark yet are ignored) |
 //! | checkpointTotalFailures | max over tasks of `weir_task_checkpoint_failures_total` |
@@ -95,8 +96,9 @@ const COUNTERS: [&str; 7] = [
     "weir_task_checkpoint_failures_total",
     "weir_task_restarts_total",
 ];
-const GAUGES: [&str; 7] = [
+const GAUGES: [&str; 8] = [
     "weir_task_event_time_lag_ms",
+    "weir_task_input_delay_ms",
     "weir_task_kafka_lag_records",
     "weir_task_watermark_ms",
     "weir_task_checkpoint_duration_ms",
@@ -360,6 +362,11 @@ pub fn aggregate(
             if let Some(lag) = lag {
                 health.event_time_lag_ms = max_opt(health.event_time_lag_ms, lag);
             }
+            if let Some(d) = task.gauges.get("weir_task_input_delay_ms") {
+                if d.is_finite() && *d >= 0.0 {
+                    health.input_delay_ms = max_opt(health.input_delay_ms, *d);
+                }
+            }
             if let Some(l) = task.gauges.get("weir_task_kafka_lag_records") {
                 if l.is_finite() && *l >= 0.0 {
                     let l = *l as i64;
@@ -583,6 +590,35 @@ mod tests {
             )],
         };
         assert_eq!(aggregate(None, &plain, &mut mem).kafka_lag, None);
+    }
+
+    #[test]
+    fn input_delay_is_the_largest_task_delay_and_unset_when_no_task_has_one() {
+        let mut mem = HealthMemory::default();
+        let done = 1_700_000_000_000i64;
+        let with_delay = |task: u32, delay: Option<u64>| {
+            let base = task_text(task, 0, 0, 0, [0, 0, 0, 0], 0, done, 0);
+            match delay {
+                Some(d) => {
+                    format!("{base}weir_task_input_delay_ms{{job=\"ads\",task=\"{task}\"}} {d}\n")
+                }
+                None => base,
+            }
+        };
+        let scrape = |delays: [Option<u64>; 2]| JobScrape {
+            job: "ads".into(),
+            at: at(0),
+            pods: vec![
+                pod("ads-0", 0, with_delay(0, delays[0])),
+                pod("ads-1", 0, with_delay(1, delays[1])),
+            ],
+        };
+        let h = aggregate(None, &scrape([Some(40), Some(9500)]), &mut mem);
+        assert_eq!(h.input_delay_ms, Some(9500.0));
+        let h = aggregate(None, &scrape([Some(0), None]), &mut mem);
+        assert_eq!(h.input_delay_ms, Some(0.0));
+        let h = aggregate(None, &scrape([None, None]), &mut mem);
+        assert_eq!(h.input_delay_ms, None);
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub struct JobMemory {
     /// Aggregation memory (checkpoint baseline, restart counters).
     #[serde(default)]
     pub health: HealthMemory,
-    /// Event-time lag samples.
+    /// Input-delay samples (`health.inputDelayMs`; the field keeps its old name for stored state).
     #[serde(default)]
     pub lag: LagTrend,
     /// Kafka consumer lag samples (records).

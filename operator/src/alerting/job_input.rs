@@ -109,11 +109,12 @@ pub fn alerting_condition(active: &[ActiveAlert]) -> Condition {
 
 /// Whether the job falls behind its input: the trend of its Kafka consumer lag when it reads
 /// Kafka (records waiting, which old event times in the data do not inflate), else of its
-/// event-time lag. Both trends are fed on every evaluation.
+/// input delay (a generator's delay behind its schedule; never the event-time lag, which for
+/// generators and replays is years). Both trends are fed on every evaluation.
 fn lag_growing(memory: &mut JobMemory, health: Option<&JobHealth>, now_ms: i64) -> bool {
     let event_time = memory
         .lag
-        .observe(now_ms, health.and_then(|h| h.event_time_lag_ms));
+        .observe(now_ms, health.and_then(|h| h.input_delay_ms));
     let kafka_lag = health.and_then(|h| h.kafka_lag).map(|l| l as f64);
     let kafka = memory.kafka_lag.observe(now_ms, kafka_lag);
     if kafka_lag.is_some() {
@@ -344,8 +345,9 @@ spec:
 
     #[test]
     fn kafka_lag_decides_whether_lag_grows_when_the_job_reads_kafka() {
-        let health = |event_ms: f64, kafka: Option<i64>| JobHealth {
+        let health = |event_ms: f64, delay_ms: Option<f64>, kafka: Option<i64>| JobHealth {
             event_time_lag_ms: Some(event_ms),
+            input_delay_ms: delay_ms,
             kafka_lag: kafka,
             ..Default::default()
         };
@@ -353,24 +355,38 @@ spec:
         let mut m = JobMemory::default();
         let mut grew = false;
         for i in 0..6 {
-            let h = health(1e9 + 30_000.0 * i as f64, Some(10));
+            let h = health(1e9 + 30_000.0 * i as f64, Some(0.0), Some(10));
             grew = lag_growing(&mut m, Some(&h), 30_000 * i);
         }
         assert!(!grew, "kafka lag is flat");
         // records pile up in Kafka
         let mut m = JobMemory::default();
         for i in 0..6 {
-            let h = health(1000.0, Some(100 + 1000 * i));
+            let h = health(1000.0, Some(1000.0), Some(100 + 1000 * i));
             grew = lag_growing(&mut m, Some(&h), 30_000 * i);
         }
         assert!(grew, "kafka lag grows");
-        // without Kafka, the event-time trend decides
+        // without Kafka, the input delay's trend decides
         let mut m = JobMemory::default();
         for i in 0..6 {
-            let h = health(1000.0 + 30_000.0 * i as f64, None);
+            let h = health(1000.0, Some(1000.0 + 30_000.0 * i as f64), None);
             grew = lag_growing(&mut m, Some(&h), 30_000 * i);
         }
-        assert!(grew, "event-time lag grows");
+        assert!(grew, "a generator falling behind its schedule");
+        // a generator on schedule: its 2023 event time recedes with the clock, which is no lag
+        let mut m = JobMemory::default();
+        for i in 0..6 {
+            let h = health(9.6e10 + 30_000.0 * i as f64, Some(0.0), None);
+            grew = lag_growing(&mut m, Some(&h), 30_000 * i);
+        }
+        assert!(!grew, "event-time lag of years is not lag");
+        // a file replay: no delay, no trend
+        let mut m = JobMemory::default();
+        for i in 0..6 {
+            let h = health(9.6e10 + 30_000.0 * i as f64, None, None);
+            grew = lag_growing(&mut m, Some(&h), 30_000 * i);
+        }
+        assert!(!grew, "a replay has no lag to grow");
     }
 
     #[test]

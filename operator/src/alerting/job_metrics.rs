@@ -31,7 +31,7 @@ pub struct JobPhaseLabels {
 }
 
 /// (name, help) of each `{namespace, job}` gauge, in [`JobHealthMetrics::gauges`] order.
-const GAUGES: [(&str, &str); 12] = [
+const GAUGES: [(&str, &str); 13] = [
     (
         "weir_job_backpressure",
         "Max over tasks of the fraction of time blocked on output",
@@ -54,7 +54,11 @@ const GAUGES: [(&str, &str); 12] = [
     ),
     (
         "weir_job_event_time_lag_seconds",
-        "Max over tasks of wall clock minus watermark",
+        "Max over tasks of wall clock minus watermark; only for jobs whose event time follows the wall clock (Kafka), absent for generators and file replays",
+    ),
+    (
+        "weir_job_input_delay_seconds",
+        "Max over tasks of the processing-time delay behind the input's head (a generator's delay behind its schedule; for Kafka 0 when caught up, else the event-time lag)",
     ),
     (
         "weir_job_watermark_seconds",
@@ -121,13 +125,14 @@ impl JobHealthMetrics {
             namespace: namespace.to_string(),
             job: job.to_string(),
         };
-        let values: [Option<f64>; 12] = [
+        let values: [Option<f64>; 13] = [
             Some(health.backpressure),
             Some(health.busy),
             health.latency_p99_ms.map(|v| v / 1000.0),
             Some(health.records_in_per_second),
             Some(health.records_out_per_second),
             health.event_time_lag_ms.map(|v| v / 1000.0),
+            health.input_delay_ms.map(|v| v / 1000.0),
             health.watermark_ms.map(|v| v as f64 / 1000.0),
             Some(health.checkpoint_consecutive_failures as f64),
             Some(health.checkpoint_total_failures as f64),

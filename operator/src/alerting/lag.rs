@@ -1,4 +1,5 @@
-//! Whether a job's event-time lag is growing: a least-squares trend over recent samples.
+//! Whether a job's lag (input delay or Kafka consumer lag) is growing: a least-squares trend
+//! over recent samples.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

@@ -9,13 +9,14 @@ const DASHBOARD: &str = include_str!("../../../alerts/dashboards/weir-jobs.json"
 const DEFAULT_RULES: &str = include_str!("../../../alerts/default-rules.yaml");
 
 /// The job-level series the operator exports (plus the optional interval).
-const SERIES: [&str; 13] = [
+const SERIES: [&str; 14] = [
     "weir_job_backpressure",
     "weir_job_busy_ratio",
     "weir_job_latency_p99_seconds",
     "weir_job_records_in_per_second",
     "weir_job_records_out_per_second",
     "weir_job_event_time_lag_seconds",
+    "weir_job_input_delay_seconds",
     "weir_job_watermark_seconds",
     "weir_job_checkpoint_consecutive_failures",
     "weir_job_checkpoint_failures_total",

@@ -554,14 +554,20 @@ impl JobDriver {
     }
 
     fn report_progress(&self, elapsed: Duration, last: (u64, u64)) -> (u64, u64) {
-        let (rin, rout, min_wm) = self.update_status();
+        let (rin, rout, _) = self.update_status();
         if self.cfg.progress {
             let secs = elapsed.as_secs_f64().max(0.001);
             let in_rate = rin.saturating_sub(last.0) as f64 / secs;
             let out_rate = rout.saturating_sub(last.1) as f64 / secs;
-            let lag = min_wm
-                .map(|w| format!("{:.1}s", (now_ms() - w) as f64 / 1000.0))
-                .unwrap_or_else(|| "-".into());
+            let max = |a: Option<i64>, b: Option<i64>| a.max(b);
+            let (event, delay, kafka) = self
+                .tasks
+                .iter()
+                .map(|t| t.metrics.lags())
+                .fold((None, None, None), |(e, d, k), (te, td, tk)| {
+                    (max(e, te), max(d, td), max(k, tk))
+                });
+            let lag = crate::task::input_lag::progress_text(delay, kafka, event);
             let ck = lock(&self.status)
                 .last_checkpoint
                 .clone()
@@ -574,7 +580,7 @@ impl JobDriver {
                 })
                 .unwrap_or_else(|| "none yet".into());
             eprintln!(
-                "weir: in {in_rate:.0} rec/s, out {out_rate:.0} rec/s | event-time lag {lag} | last checkpoint {ck}"
+                "weir: in {in_rate:.0} rec/s, out {out_rate:.0} rec/s | {lag} | last checkpoint {ck}"
             );
         }
         (rin, rout)

@@ -369,6 +369,10 @@ impl PartitionReader for KafkaPartitionReader {
         (end >= 0).then(|| u64::try_from(end - self.next).unwrap_or(0))
     }
 
+    fn event_time_follows_wall_clock(&self) -> bool {
+        true
+    }
+
     fn malformed(&self) -> u64 {
         self.malformed
     }

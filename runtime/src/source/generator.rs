@@ -68,6 +68,13 @@ impl PartitionReader for GeneratorReader {
         })
     }
 
+    fn schedule_delay_ms(&self) -> Option<u64> {
+        Some(self.rate_per_partition.map_or(0, |rate| {
+            let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            crate::task::input_lag::schedule_delay_ms(elapsed, rate, self.emitted_since_start)
+        }))
+    }
+
     fn offset(&self) -> u64 {
         self.generator.offset()
     }

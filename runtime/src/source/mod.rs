@@ -72,6 +72,16 @@ pub trait PartitionReader: Send {
     fn lag(&self) -> Option<u64> {
         None
     }
+    /// How far behind its schedule the reader is, ms, when it has one (a rate-limited
+    /// generator; an unbounded one is never behind). See [`crate::task::input_lag`].
+    fn schedule_delay_ms(&self) -> Option<u64> {
+        None
+    }
+    /// Whether the reader's event times follow the wall clock (Kafka record times), so that
+    /// wall clock − watermark is a lag. Synthetic and replayed inputs say no.
+    fn event_time_follows_wall_clock(&self) -> bool {
+        false
+    }
     /// Records skipped because they could not be parsed.
     fn malformed(&self) -> u64 {
         0

@@ -3,6 +3,7 @@
 //! advancing the watermark operator by operator, firing timers, and flushing sinks.
 
 use super::graph::Consumer;
+use super::input_lag::{self, InputLagFacts};
 use super::{Task, TaskError};
 use crate::operator::repartition::ANNOUNCE_FIELD;
 use crate::operator::{self, Context};
@@ -336,10 +337,29 @@ impl Task {
         }
         if self.watermark > i64::MIN && self.watermark < i64::MAX {
             self.metrics.watermark.set(self.watermark);
-            self.metrics.lag.set((self.now - self.watermark).max(0));
         }
         self.report_source_lag();
+        self.report_input_lag();
         Ok(())
+    }
+
+    /// Exports the task's input delay and, when its event time follows the wall clock, its
+    /// event-time lag (see [`super::input_lag`]).
+    fn report_input_lag(&mut self) {
+        let facts: Vec<InputLagFacts> = self
+            .inputs
+            .iter()
+            .map(|i| InputLagFacts {
+                schedule_delay_ms: i.reader.schedule_delay_ms(),
+                records_behind: i.reader.lag(),
+                wall_clock: i.reader.event_time_follows_wall_clock(),
+            })
+            .collect();
+        let wm = (self.watermark > i64::MIN && self.watermark < i64::MAX).then_some(self.watermark);
+        self.metrics
+            .set_input_delay(input_lag::task_input_delay_ms(&facts, self.now, wm));
+        self.metrics
+            .set_event_time_lag(input_lag::task_event_time_lag_ms(&facts, self.now, wm));
     }
 
     /// Exports the lag of every reader that knows it (Kafka partitions), when it changed, and

@@ -10,6 +10,7 @@ pub mod connectors;
 mod dataflow;
 mod exchange_io;
 pub mod graph;
+pub mod input_lag;
 mod run_loop;
 
 use crate::checkpoint::{SourcePosition, TaskManifest};
