@@ -211,6 +211,7 @@ pub fn merge_patch(status: &StreamJobStatus) -> serde_json::Value {
             "replicas": status.replicas,
             "readyReplicas": status.ready_replicas,
             "observedRestartNonce": status.observed_restart_nonce,
+            "plan": status.plan,
             "checkpoint": status.checkpoint,
             "restores": status.restores,
             "progress": status.progress,
@@ -305,9 +306,16 @@ mod tests {
                 reason: "upgrade".into(),
                 ..Default::default()
             }],
+            plan: Some(weir_crds::stream_job::PlanStatus {
+                tasks: 4,
+                key_groups: 128,
+                stages: 2,
+                exchanges: vec![],
+            }),
             ..Default::default()
         };
         let patch = merge_patch(&status);
+        assert_eq!(patch["status"]["plan"]["tasks"], 4);
         assert_eq!(patch["status"]["checkpoint"]["latestId"], 4);
         assert_eq!(patch["status"]["restores"][0]["checkpointId"], 4);
     }

@@ -174,8 +174,6 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
         &cfg.plan.job,
         rt.handle().clone(),
     )?;
-    // this pod takes part in checkpoints again (see `checkpoint`, "Several pods")
-    delete_stopped_note(&storage, cfg.ordinal)?;
     let my_tasks = cfg.plan.tasks_for(cfg.ordinal, cfg.replicas);
     let allow_empty =
         cfg.allow_non_restored_state || cfg.job.spec.upgrade_mode == UpgradeMode::Stateless;
@@ -202,6 +200,9 @@ pub fn run_job(cfg: JobConfig) -> Result<(), JobError> {
             storage.url()
         ),
     }
+    // this pod takes part in checkpoints again (see `checkpoint`, "Several pods"); after the
+    // restore, whose errors say best what is wrong with the storage
+    delete_stopped_note(&storage, cfg.ordinal)?;
     let last_id = outcome.catalog.max_id().unwrap_or(0);
     let next_id = checkpoint_settings(&cfg).next_id(last_id, now_ms());
     let (ev_tx, ev_rx) = mpsc::channel();
